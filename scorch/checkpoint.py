@@ -1,0 +1,117 @@
+"""Checkpoint storage (atomic writes, loading, resume lookup) and policy (last/best/keep-N).
+
+A checkpoint is a plain dict loadable with `torch.load(path, weights_only=False)`:
+the 2018 keys `epoch`, `model_state`, `optimizer_state`, `metrics`, plus what an
+exact resume needs (see `Trainer.state_dict`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from typing import Any
+
+from scorch.errors import ScorchError
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """Write `obj` to `path` so that a crash at any instant leaves the old file or the new one.
+
+    Temporary file in the same folder, flush, fsync, os.replace, fsync the folder.
+    """
+    import torch
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path: str, map_location: str = "cpu") -> dict:
+    """Load a checkpoint dict, with a clear error for a missing or unreadable file."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise ScorchError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise ScorchError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); is it a scorch/torch checkpoint?") from None
+    if not isinstance(state, dict) or "model_state" not in state:
+        raise ScorchError(f"checkpoint {path} is not a scorch checkpoint (no 'model_state' key)")
+    return state
+
+
+def resolve_resume(target: str) -> str:
+    """The checkpoint file that --resume names: a file, or a run folder's checkpoints/last.pt."""
+    if os.path.isdir(target):
+        path = os.path.join(target, "checkpoints", LAST)
+        if not os.path.isfile(path):
+            raise ScorchError(f"--resume {target}: no checkpoints/{LAST} in that run folder; nothing to resume")
+        return path
+    if not os.path.isfile(target):
+        raise ScorchError(f"--resume {target}: no such run folder or checkpoint file")
+    return target
+
+
+def describe_write_error(exc: OSError, path: str) -> str:
+    reasons = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
+    why = reasons.get(exc.errno, exc.strerror or str(exc))
+    return f"could not write checkpoint {path}: {why}; the previous checkpoint is intact"
+
+
+class CheckpointPolicy:
+    """Which checkpoints to write when: last.pt every `dump_period` epochs, best.pt on
+    improvement of the monitored metric, epoch-K.pt for the `keep` most recent epochs."""
+
+    def __init__(self, folder: str, dump_period: int, keep: int) -> None:
+        self.folder = folder
+        self.dump_period = max(1, dump_period)
+        self.keep = keep
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def at_epoch_end(self, epoch: int, improved: bool, last_epoch: bool) -> list[tuple[str, str]]:
+        """(file name, reason) pairs to write after `epoch` (0-based)."""
+        todo = []
+        if (epoch + 1) % self.dump_period == 0 or last_epoch:
+            todo.append((LAST, "epoch"))
+        if improved:
+            todo.append((BEST, "best"))
+        if self.keep > 0:
+            todo.append((f"epoch-{epoch + 1}.pt", "keep"))
+        return todo
+
+    def prune(self, epoch: int) -> None:
+        """Remove kept epoch checkpoints older than the `keep` most recent."""
+        if self.keep <= 0:
+            return
+        old = epoch + 1 - self.keep
+        for name in os.listdir(self.folder):
+            if name.startswith("epoch-") and name.endswith(".pt"):
+                try:
+                    n = int(name[6:-3])
+                except ValueError:
+                    continue
+                if n <= old:
+                    os.unlink(os.path.join(self.folder, name))

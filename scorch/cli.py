@@ -1,0 +1,99 @@
+"""Command-line entry points: argparse -> TrainConfig -> run. `main()` returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from scorch import __version__
+from scorch.config import TrainConfig, add_arguments, from_namespace
+from scorch.errors import ScorchError, UserCodeError
+
+EXIT_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scorch-train",
+        description="Train a PyTorch model from a model file and a dataset file (the scorch contract).",
+        epilog="Example: scorch-train --model examples/digits/model.py --dataset examples/digits/dataset.py "
+        "--dataset-path examples/digits",
+    )
+    parser.add_argument("--version", action="version", version=f"scorch {__version__}")
+    add_arguments(parser)
+    return parser
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The config fields the user set on this command line (to override a resumed run's config)."""
+    quiet = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.dest in ("help", "version"):
+            continue
+        kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+        if isinstance(action, argparse.BooleanOptionalAction):
+            quiet.add_argument(*action.option_strings, action=argparse.BooleanOptionalAction, **kwargs)
+        else:
+            quiet.add_argument(*action.option_strings, **kwargs)
+    known, _ = quiet.parse_known_args(argv)
+    return set(vars(known))
+
+
+def report(exc: BaseException, debug: bool) -> int:
+    """Print a failure the way users should see it; returns the exit code."""
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, UserCodeError):
+        print(f"scorch-train: error: {exc.message}", file=sys.stderr)
+        if exc.user_traceback and not debug:
+            print(exc.user_traceback.rstrip(), file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, ScorchError):
+        print(f"scorch-train: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    from scorch.user_code import as_user_error
+
+    err = as_user_error(exc, "training")
+    if err is not None:
+        return report(err, False) if not debug else err.exit_code
+    if not debug:
+        traceback.print_exception(exc)
+        print("scorch-train: internal error (a scorch bug); please report it with the traceback above", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    config: TrainConfig = from_namespace(parser.parse_args(argv))
+    if not config.resume:
+        missing = [f"--{name.replace('_', '-')}" for name in ("model", "dataset", "dataset_path") if not getattr(config, name)]
+        if missing:
+            parser.error(f"{', '.join(missing)} required (or --resume RUN_DIR to continue a run)")
+    trainer = None
+    try:
+        from scorch.trainer import build
+
+        trainer = build(config, explicit_flags(parser, argv))
+        trainer.install_signal_handlers()
+        status = trainer.fit()
+    except KeyboardInterrupt:
+        print("scorch-train: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported once, here
+        if isinstance(exc, SystemExit):
+            raise
+        return report(exc, config.debug)
+    finally:
+        if trainer is not None:
+            trainer.close()
+    return 0 if status != "failed" else EXIT_FAILED
+
+
+def main() -> None:
+    sys.exit(train_main())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""TrainConfig: every option of scorch-train once, its default and help beside it.
+
+The command line is built from this dataclass, checkpoints store it as a dict,
+and `from_dict` refuses unknown keys and wrong types by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from scorch.errors import ScorchError
+
+
+def opt(default: Any, help: str, *flags: str, choices: tuple | None = None, metavar: str | None = None) -> Any:
+    """A config field: its default, its --help text, extra flag spellings, allowed values."""
+    meta = {"help": help, "flags": flags, "choices": choices, "metavar": metavar}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    # What to train: the 2018 contract's two files and the data folder.
+    model: str = opt("", "model file defining Network and Socket", metavar="FILE")
+    dataset: str = opt("", "dataset file defining DataSet (and optionally DataSetIndex)", metavar="FILE")
+    dataset_path: str = opt("", "folder (or file) handed to DataSetIndex / DataSet", metavar="PATH")
+    model_args: dict = opt({}, "JSON object of keyword arguments for Network(...)", metavar="JSON")
+    dataset_args: dict = opt({}, "JSON object of keyword arguments for DataSetIndex(path, ...)", metavar="JSON")
+
+    # How long and how big.
+    epochs: int = opt(10, "number of epochs to train (with --resume: the total, counting those done)")
+    batch_size: int = opt(32, "samples per batch on each rank", "-b")
+    max_train_iterations: int = opt(-1, "cap on training batches per epoch (-1: all)")
+    max_valid_iterations: int = opt(-1, "cap on validation batches per epoch (-1: all)")
+    max_test_iterations: int = opt(-1, "cap on test batches per epoch (-1: all; 0: skip test inference)")
+    validate_on_train: bool = opt(False, "also compute the metrics on the training set each epoch")
+    seed: int = opt(-1, "random seed for torch, numpy, random and shuffling (-1: pick one and record it)")
+    no_shuffle: bool = opt(False, "keep the training set in order")
+    workers: int = opt(0, "data loader worker processes per rank")
+    device: str = opt("auto", "where to train: auto picks cuda when available", choices=("auto", "cpu", "cuda"))
+
+    # Where things go.
+    run_dir: str = opt("", "run folder (default runs/<date>-<time>-<model stem>)", metavar="DIR")
+    checkpoint: str = opt("", "load model weights from this checkpoint before training (2018's -c)", "-c", metavar="FILE")
+    resume: str = opt("", "continue a run exactly: a run folder or a checkpoint file", metavar="RUN_DIR_OR_FILE")
+    dump_period: int = opt(1, "save checkpoints/last.pt every N epochs")
+    keep: int = opt(0, "also keep the N most recent epoch checkpoints as epoch-K.pt (0: none)")
+    tensorboard: bool = opt(True, "write tensorboardX files to RUN_DIR/tensorboard (--no-tensorboard to skip)")
+
+    # What counts as better, and when to give up.
+    monitor: str = opt("main", "metric that decides best.pt and early stopping")
+    mode: str = opt("max", "whether a larger or smaller monitored metric is better", choices=("max", "min"))
+    early_stop_patience: int = opt(0, "stop after N epochs without improvement (0: never)")
+    min_delta: float = opt(0.0, "smallest change of the monitored metric that counts as improvement")
+    on_nan: str = opt("stop", "on a NaN/inf loss: stop (checkpoint kept) or skip the batch", choices=("stop", "skip"))
+
+    # Output.
+    headless: bool = opt(False, "plain log lines instead of a progress bar (automatic without a TTY)")
+    log_interval: float = opt(5.0, "seconds between progress lines in headless mode")
+    debug: bool = opt(False, "show full tracebacks for errors")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                raise ScorchError(f"unknown config key '{key}'; known keys: {', '.join(known)}")
+            expected = known[key].type
+            if not _type_ok(value, expected):
+                raise ScorchError(f"config key '{key}' must be {expected}, got {type(value).__name__} {value!r}")
+        return cls(**data)
+
+
+def _type_ok(value: Any, expected: str) -> bool:
+    if expected == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, {"str": str, "bool": bool, "dict": dict}[expected])
+
+
+def _json_object(flag: str):
+    def parse(text: str) -> dict:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{flag} must be a JSON object, e.g. '{{\"width\": 64}}': {exc}") from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"{flag} must be a JSON object, got {type(value).__name__}")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+    """One flag per config field: --field-name, with the field's default and help."""
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        names = [flag, *meta.get("flags", ())]
+        if f.type == "bool":
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=meta["help"])
+            continue
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": meta["help"] + " (default: %(default)s)"}
+        if f.type == "dict":
+            kwargs["type"] = _json_object(flag)
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        if meta.get("metavar"):
+            kwargs["metavar"] = meta["metavar"]
+        parser.add_argument(*names, **kwargs)
+
+
+def from_namespace(ns: argparse.Namespace, cls: type = TrainConfig) -> Any:
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})

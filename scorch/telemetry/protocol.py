@@ -1,0 +1,274 @@
+"""Every event a run emits, and how it travels. No torch here: the dashboard imports this.
+
+One event type, one frozen dataclass. The trainer builds them, the JSONL log
+writes them, the publisher sends them and the dashboard reads them back, all
+through `to_json`/`decode` below, so sender and receiver cannot drift apart.
+
+Encoding
+    An event is one JSON object: ``{"type": ..., "v": SCHEMA_VERSION, "seq": ...,
+    "time": ..., <fields>}``. ``seq`` grows by one per event of a run, starting
+    at 1; ``time`` is Unix seconds. In ``events.jsonl`` each object is one line.
+
+Wire (ZeroMQ)
+    PUB socket: multipart ``[type, json]`` (both UTF-8), one message per event.
+    ROUTER socket: a client (DEALER/REQ) sends one JSON request frame and gets
+    one JSON reply frame:
+
+    - ``{"op": "hello"}`` -> ``{"op": "snapshot", "run": {...run_started...},
+      "history": [event, ...], "last_seq": N, "state": "running"|...}``.
+      The client applies the history, then only stream events with
+      ``seq > last_seq``.
+    - ``{"op": "command", "command": "checkpoint"|"stop", "id": "...",
+      "token": "...", "after_epoch": false}`` -> ``{"op": "ack", "id": ...,
+      "status": "accepted"|"refused", "reason": "..."}``. When the trainer
+      acts on it a ``command`` event with status ``applied`` follows on the
+      stream.
+
+Readers ignore unknown fields and skip unknown event types (`decode` returns
+None); anything malformed raises `ProtocolError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+# Largest request the control socket accepts; anything bigger is refused unread.
+MAX_REQUEST_BYTES = 64 * 1024
+
+RUN_STATES = ("running", "completed", "stopped", "early_stopped", "preempted", "failed")
+END_STATUSES = RUN_STATES[1:]
+COMMANDS = ("checkpoint", "stop")
+COMMAND_STATUSES = ("accepted", "applied", "refused")
+
+
+class ProtocolError(ValueError):
+    """Input that is not a valid scorch message (bad JSON, wrong field types)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """Fields every event carries. `seq` and `time` are filled in by the emitter."""
+
+    type: ClassVar[str] = "event"
+    seq: int = 0
+    time: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"type": self.type, "v": SCHEMA_VERSION}
+        for f in dataclasses.fields(self):
+            data[f.name] = getattr(self, f.name)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=True, default=_jsonable)
+
+    def stamped(self, seq: int, when: float | None = None) -> Event:
+        """A copy numbered `seq` at `when` (now by default)."""
+        return dataclasses.replace(self, seq=seq, time=time.time() if when is None else when)
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    """The run began (or resumed): what it is and how big it is."""
+
+    type: ClassVar[str] = "run_started"
+    name: str = ""
+    run_dir: str = ""
+    model: str = ""
+    dataset: str = ""
+    epochs: int = 0
+    start_epoch: int = 0
+    steps_per_epoch: int = 0
+    batch_size: int = 0
+    world_size: int = 1
+    hosts: list = field(default_factory=list)
+    device: str = "cpu"
+    backend: str = "none"
+    pid: int = 0
+    resumed_from: str | None = None
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step(Event):
+    """Training progress, throttled to a few per second (not every step).
+
+    `loss` is the mean training loss over the steps since the previous `step`
+    event; `rate` is samples per second over the same window, all ranks together.
+    """
+
+    type: ClassVar[str] = "step"
+    epoch: int = 0
+    step: int = 0  # global optimizer step, counted from the start of the run
+    epoch_step: int = 0  # steps done in this epoch
+    steps_in_epoch: int = 0
+    loss: float = 0.0
+    rate: float = 0.0
+    lr: float = 0.0
+
+
+@dataclass(frozen=True)
+class EpochEnd(Event):
+    """An epoch finished: mean train loss, validation metrics (`main` among them)."""
+
+    type: ClassVar[str] = "epoch_end"
+    epoch: int = 0
+    step: int = 0
+    train_loss: float = 0.0
+    metrics: dict = field(default_factory=dict)
+    train_metrics: dict = field(default_factory=dict)
+    best: dict = field(default_factory=dict)  # {"value": float, "epoch": int} for the monitored metric
+    lr: float = 0.0
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class System(Event):
+    """Per-rank resource use. Each entry of `ranks` is a dict:
+
+    ``{"rank", "host", "cpu" (percent), "ram" (bytes RSS), "ram_total",
+    "step_time" (s), "data_time" (s), "gpus": [{"index", "name", "util",
+    "mem_used", "mem_total", "temp", "power"}]}``. Missing figures are absent.
+    """
+
+    type: ClassVar[str] = "system"
+    ranks: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    """A checkpoint file was written atomically. reason: epoch|best|request|signal|final|keep."""
+
+    type: ClassVar[str] = "checkpoint_saved"
+    path: str = ""
+    reason: str = "epoch"
+    epoch: int = 0
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class Log(Event):
+    """A message the user should see (warnings, errors, dropped-event counts)."""
+
+    type: ClassVar[str] = "log"
+    level: str = "info"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Command(Event):
+    """A control command changed state: accepted, applied or refused (with reason)."""
+
+    type: ClassVar[str] = "command"
+    id: str = ""
+    command: str = ""
+    status: str = "accepted"
+    reason: str = ""
+    after_epoch: bool = False
+
+
+@dataclass(frozen=True)
+class RunEnded(Event):
+    """The run is over. status: completed|stopped|early_stopped|preempted|failed."""
+
+    type: ClassVar[str] = "run_ended"
+    status: str = "completed"
+    reason: str = ""
+    epoch: int = 0
+    step: int = 0
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls for cls in (RunStarted, Step, EpochEnd, System, CheckpointSaved, Log, Command, RunEnded)
+}
+
+
+def _jsonable(value: Any) -> Any:
+    # numpy scalars and 0-d tensors reach here only if a caller forgot to convert.
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _field_ok(value: Any, annotation: str) -> bool:
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation == "str | None":
+        return value is None or isinstance(value, str)
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "dict":
+        return isinstance(value, dict)
+    if annotation == "list":
+        return isinstance(value, list)
+    return True
+
+
+def from_dict(data: Any) -> Event | None:
+    """The event in `data`, None for an unknown type; ProtocolError if malformed."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"an event is a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("event has no 'type' string")
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        return None
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if not _field_ok(value, str(f.type)):
+            raise ProtocolError(f"{kind}.{f.name}: expected {f.type}, got {type(value).__name__}")
+        values[f.name] = float(value) if f.type == "float" else value
+    return cls(**values)
+
+
+def decode(raw: bytes | str) -> Event | None:
+    """Parse one JSON event (a JSONL line or a PUB frame); None for unknown types."""
+    return from_dict(loads(raw))
+
+
+def loads(raw: bytes | str) -> Any:
+    """json.loads that raises only ProtocolError."""
+    try:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"not valid JSON: {exc}") from None
+
+
+def encode_frames(event: Event) -> list[bytes]:
+    """The PUB multipart message for `event`: [type, json]."""
+    return [event.type.encode(), event.to_json().encode()]
+
+
+def read_events(path: str) -> list[Event]:
+    """All known events in an events.jsonl file, skipping a torn last line and unknown types."""
+    events = []
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            event = decode(line)
+        except ProtocolError:
+            if i == len(lines) - 1:  # a crash mid-write leaves at most the last line torn
+                break
+            raise
+        if event is not None:
+            events.append(event)
+    return events

@@ -1,0 +1,536 @@
+"""The training loop. Read `Trainer.fit` top to bottom: train, validate, test, checkpoint, stop?
+
+Side concerns (JSONL, TensorBoard, console, telemetry) are callbacks fed the
+events this module emits; control requests (dashboard, scorch-ctl, signals,
+early stopping, NaN) are applied at step boundaries, the same step on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from scorch import checkpoint as ckpt
+from scorch import user_code
+from scorch.callbacks import Callback
+from scorch.callbacks.early_stopping import Monitor
+from scorch.config import TrainConfig
+from scorch.errors import NonFiniteLoss, ScorchError
+from scorch.run_folder import RunFolder
+from scorch.telemetry.control import Control, Request
+from scorch.telemetry.protocol import (
+    CheckpointSaved,
+    Command,
+    EpochEnd,
+    Event,
+    Log,
+    RunEnded,
+    RunStarted,
+    Step,
+)
+
+STEP_EVENT_INTERVAL = 0.25  # seconds between `step` events: a few per second
+
+
+class EpochSampler(Sampler):
+    """This rank's share of an epoch: a permutation fixed by (seed, epoch), dealt
+    round-robin to ranks (so N ranks of batch B see what 1 rank of batch N*B
+    sees), starting `skip` samples in when resuming mid-epoch."""
+
+    def __init__(self, length: int, shuffle: bool, seed: int, rank: int = 0, size: int = 1) -> None:
+        self.length, self.shuffle, self.seed, self.rank, self.size = length, shuffle, seed, rank, size
+        self.epoch = 0
+        self.skip = 0
+        self.per_rank = math.ceil(length / size)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        order += order[: self.per_rank * self.size - self.length]  # pad so every rank has as many
+        return iter(order[self.rank :: self.size][self.skip :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean().item()) if value.numel() else float("nan")
+    return float(value)
+
+
+def _to_device(items: list, device: torch.device) -> list:
+    return [x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x for x in items]
+
+
+class Trainer:
+    """Holds the run's state; `fit()` runs it. Built by `build_trainer`."""
+
+    def __init__(self, config: TrainConfig, model: user_code.UserModel, datasets: dict, dist: Any,
+                 run: RunFolder | None, callbacks: list[Callback], control: Control, device: torch.device) -> None:
+        self.config = config
+        self.model = model
+        self.network = model.network.to(device)
+        self.socket = model.socket
+        self.datasets = datasets
+        self.dist = dist
+        self.run = run
+        self.callbacks = callbacks
+        self.control = control
+        self.device = device
+
+        # Only train_modules train: everything else is frozen (no grad, eval mode).
+        train_params = {id(p) for p in self.socket.train_modules.parameters()}
+        self.frozen = [p for p in self.network.parameters() if id(p) not in train_params]
+        for p in self.frozen:
+            p.requires_grad_(False)
+        named = [(n, p) for n, p in self.network.named_parameters() if id(p) in train_params]
+        self.optimizer = dist.wrap_optimizer(self.socket.optimizer, named)
+
+        self.monitor = Monitor(config.monitor, config.mode, config.early_stop_patience, config.min_delta)
+        self.epoch = 0  # the epoch in progress (0-based)
+        self.epoch_step = 0  # batches done in this epoch
+        self.step = 0  # optimizer steps done in the run
+        self.seq = 0
+        self.stop_status: str | None = None  # set when a stop is decided: stopped|preempted|early_stopped
+        self.stop_reason = ""
+        self.stop_after_epoch = False
+        self.resumed_from: str | None = None
+        self._checked_first_batch = False
+        self._last_metrics: dict = {}
+        self.hosts: list[str] = [os.uname().nodename]
+        self.policy = ckpt.CheckpointPolicy(run.checkpoints, config.dump_period, config.keep) if run else None
+        # Ranks agree on control requests every `sync_every` steps (one small collective).
+        self.sync_every = 0 if dist.size == 1 else 8
+        self._epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
+
+        self.train_sampler = EpochSampler(len(datasets["train"]), not config.no_shuffle, config.seed, dist.rank, dist.size)
+        self.loaders = {"train": self._loader(datasets["train"], self.train_sampler)}
+        for mode in ("valid", "test"):
+            if len(datasets[mode]):
+                self.loaders[mode] = self._loader(datasets[mode], EpochSampler(len(datasets[mode]), False, 0, dist.rank, dist.size))
+
+    def _loader(self, dataset: Any, sampler: Sampler) -> DataLoader:
+        workers = self.config.workers
+        return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(self.config.seed))
+
+    # -- events ---------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Number the event and hand it to every callback (none on ranks other than 0)."""
+        if not self.callbacks:
+            return
+        self.seq += 1
+        event = event.stamped(self.seq)
+        for callback in self.callbacks:
+            callback.event(event)
+
+    def log(self, message: str, level: str = "warning") -> None:
+        self.emit(Log(level=level, message=message))
+
+    # -- the run --------------------------------------------------------------------------
+
+    def fit(self) -> str:
+        """Train from `self.epoch` to `config.epochs`; returns the final status."""
+        cfg = self.config
+        self.emit(RunStarted(
+            name=os.path.basename(self.run.path) if self.run else "", run_dir=self.run.path if self.run else "",
+            model=self.model.path, dataset=os.path.abspath(cfg.dataset), epochs=cfg.epochs, start_epoch=self.epoch,
+            steps_per_epoch=self._steps_in_epoch(), batch_size=cfg.batch_size, world_size=self.dist.size,
+            hosts=self.hosts, device=str(self.device), backend=self.dist.name, pid=os.getpid(),
+            resumed_from=self.resumed_from, config=cfg.to_dict()))
+        try:
+            while self.epoch < cfg.epochs and self.stop_status is None:
+                epoch_start = time.time()
+                # Train one epoch; stops requested mid-epoch end it early.
+                train_loss = self.train_epoch()
+                if self.stop_status is not None and not self._epoch_done():
+                    break
+                # Validate over the whole validation set: these numbers pick best.pt and early stopping.
+                metrics = self._last_metrics = self.evaluate("valid", cfg.max_valid_iterations)
+                train_metrics = self.evaluate("train", cfg.max_valid_iterations) if cfg.validate_on_train else {}
+                value = metrics.get(cfg.monitor, float("nan"))
+                improved = self.monitor.update(value, self.epoch)
+                self._step_scheduler(metrics)
+                # Test inference feeds Socket.process (TensorBoard images and texts).
+                self.test_inference()
+                self.emit(EpochEnd(epoch=self.epoch, step=self.step, train_loss=train_loss, metrics=metrics,
+                                   train_metrics=train_metrics, lr=self._lr(), duration=time.time() - epoch_start,
+                                   best={"value": self.monitor.best, "epoch": self.monitor.best_epoch}))
+                # Checkpoint: the state saved is the state the next epoch starts from.
+                self.epoch += 1
+                self.epoch_step = 0
+                last = self.epoch >= cfg.epochs or self.monitor.should_stop or self.stop_after_epoch
+                if self.policy is not None:
+                    for name, reason in self.policy.at_epoch_end(self.epoch - 1, improved, last):
+                        self.save(name, reason)
+                    self.policy.prune(self.epoch - 1)
+                # Stop early when the monitored metric has stalled, or a stop asked to finish the epoch.
+                if self.monitor.should_stop:
+                    self.stop_status = "early_stopped"
+                    self.stop_reason = (f"{cfg.monitor} did not improve by more than {cfg.min_delta} for "
+                                        f"{cfg.early_stop_patience} epochs (best {self.monitor.best:.6g} at epoch "
+                                        f"{self.monitor.best_epoch + 1})")
+                elif self.stop_after_epoch:
+                    self.stop_status = self.stop_status or "stopped"
+        except NonFiniteLoss as exc:
+            self.end("failed", exc.message)
+            raise
+        except BaseException as exc:
+            self.end("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        status = self.stop_status or "completed"
+        self.end(status, self.stop_reason)
+        return status
+
+    def train_epoch(self) -> float:
+        """One pass over this rank's share of the training set; returns the mean loss."""
+        cfg, network, socket, optimizer = self.config, self.network, self.socket, self.optimizer
+        self.train_sampler.set_epoch(self.epoch, skip=self.epoch_step * cfg.batch_size)
+        self.loaders["train"].generator.manual_seed(cfg.seed + self.epoch)
+        network.eval()  # frozen modules (BatchNorm statistics, dropout) stay as they are
+        socket.train_modules.train()
+        steps_in_epoch = self._steps_in_epoch()
+        if self.epoch_step == 0:
+            self._epoch_loss.zero_()
+        window_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        window_steps, window_start = 0, time.perf_counter()
+        next_event = window_start + STEP_EVENT_INTERVAL
+        skip_nan = cfg.on_nan == "skip"
+        on_cpu = self.device.type == "cpu"
+
+        for inputs, targets in self.loaders["train"]:
+            if self.epoch_step >= steps_in_epoch:
+                break
+            if not on_cpu:
+                inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
+            outputs = network(inputs)
+            loss = socket.criterion(outputs, targets)
+            if not self._checked_first_batch:
+                user_code.check_outputs(outputs, self.model.path)
+                user_code.check_loss(loss, self.model.path)
+                self._checked_first_batch = True
+            if skip_nan and not torch.isfinite(loss):  # a sync per step, only when asked for
+                self.log(f"skipped batch at epoch {self.epoch + 1}, step {self.epoch_step + 1}: loss is {loss.item()}")
+                self.epoch_step += 1
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            window_loss += loss.detach()  # accumulate on the device: no sync per step
+            window_steps += 1
+            self.epoch_step += 1
+            self.step += 1
+
+            # Progress: a few `step` events a second, read from the device only then.
+            now = time.perf_counter()
+            if now >= next_event or self.epoch_step == steps_in_epoch:
+                mean = window_loss.item() / window_steps
+                if not math.isfinite(mean):
+                    self._non_finite(mean, window_steps)
+                self._epoch_loss += window_loss
+                rate = window_steps * cfg.batch_size * self.dist.size / max(now - window_start, 1e-9)
+                self.emit(Step(epoch=self.epoch, step=self.step, epoch_step=self.epoch_step,
+                               steps_in_epoch=steps_in_epoch, loss=mean, rate=rate, lr=self._lr()))
+                window_loss.zero_()
+                window_steps, window_start, next_event = 0, now, now + STEP_EVENT_INTERVAL
+            # Control: checkpoint/stop requests, the same step on every rank.
+            if self.sync_every:
+                if self.step % self.sync_every == 0 and self.agree():
+                    break
+            elif self.control.pending:
+                self.apply_requests(self.control.take())
+                if self.stop_status is not None and not self.stop_after_epoch:
+                    break
+        if window_steps:  # a stop mid-window
+            self._epoch_loss += window_loss
+        done = max(1, self.epoch_step)
+        return float(self._epoch_loss.item()) / done
+
+    @torch.no_grad()
+    def evaluate(self, mode: str, max_iterations: int) -> dict[str, float]:
+        """Socket.metrics over the whole `mode` set (all its batches at once), plus mean loss."""
+        loader = self.loaders.get(mode) if mode != "train" else self._loader(self.datasets["train"], EpochSampler(
+            len(self.datasets["train"]), False, 0, self.dist.rank, self.dist.size))
+        if loader is None or max_iterations == 0:
+            return {}
+        self.network.eval()
+        all_outputs: list[list[torch.Tensor]] = []
+        all_targets: list[list[torch.Tensor]] = []
+        loss_sum, count = 0.0, 0
+        for i, (inputs, targets) in enumerate(loader):
+            if 0 <= max_iterations <= i:
+                break
+            inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
+            outputs = self.network(inputs)
+            user_code.check_outputs(outputs, self.model.path)
+            n = len(targets[0]) if targets and hasattr(targets[0], "__len__") else 1
+            loss_sum += float(self.socket.criterion(outputs, targets)) * n
+            count += n
+            all_outputs.append([o.detach() for o in outputs])
+            all_targets.append(targets)
+        outputs = [torch.cat(parts) for parts in zip(*all_outputs)]
+        targets = [torch.cat(parts) if isinstance(parts[0], torch.Tensor) else sum(parts, []) for parts in zip(*all_targets)]
+        metrics = self.socket.metrics(outputs, targets)
+        user_code.check_metrics(metrics, self.model.path, self.config.monitor)
+        result = {name: _to_float(value) for name, value in metrics.items()}
+        result.setdefault("loss", loss_sum / max(1, count))
+        return result
+
+    @torch.no_grad()
+    def test_inference(self) -> None:
+        loader = self.loaders.get("test")
+        if loader is None or not self.model.has_process or self.config.max_test_iterations == 0:
+            return
+        self.network.eval()
+        for i, (inputs, _) in enumerate(loader):
+            if 0 <= self.config.max_test_iterations <= i:
+                break
+            inputs = _to_device(inputs, self.device)
+            result = self.socket.process(inputs, self.network(inputs))
+            for callback in self.callbacks:
+                callback.processed(self.epoch, i, result)
+
+    def _step_scheduler(self, metrics: dict) -> None:
+        scheduler = getattr(self.socket, "scheduler", None)
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(metrics.get("main", float("nan")))
+        else:
+            scheduler.step()
+
+    # -- control --------------------------------------------------------------------------
+
+    def agree(self) -> bool:
+        """All ranks: pool every rank's pending requests, apply them; True if training must stop now."""
+        pooled = self.dist.allgather_object(self.control.take())
+        requests = list(dict.fromkeys(req for rank_requests in pooled for req in rank_requests))
+        if not requests:
+            return False
+        self.apply_requests(requests)
+        return self.stop_status is not None and not self.stop_after_epoch
+
+    def apply_requests(self, requests: list[Request]) -> None:
+        """Apply checkpoint/stop requests (every rank, same step)."""
+        for req in requests:
+            reason = req.source
+            if req.command == "checkpoint":
+                self.save(ckpt.LAST, reason)
+            elif req.command == "stop":
+                self.stop_status = "preempted" if req.source == "signal" else "stopped"
+                self.stop_reason = {"signal": "preemption signal", "interrupt": "interrupted (Ctrl-C)"}.get(
+                    req.source, "stop requested")
+                if req.after_epoch:
+                    self.stop_after_epoch = True
+                else:
+                    self.save(ckpt.LAST, reason)
+            self.emit(Command(id=req.id, command=req.command, status="applied", after_epoch=req.after_epoch,
+                              reason=f"at epoch {self.epoch + 1}, step {self.step}"))
+
+    def _non_finite(self, value: float, window: int) -> None:
+        where = f"epoch {self.epoch + 1}, step {self.epoch_step}"
+        first = f" (first seen within the last {window} steps)" if window > 1 else ""
+        raise NonFiniteLoss(
+            f"loss became {value} at {where}{first}; the last good checkpoint is kept. "
+            "Lower the learning rate, check the data, or pass --on-nan skip to skip such batches"
+        )
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGUSR1 (preemption) and SIGINT (Ctrl-C) become stop requests."""
+        def preempt(signum: int, frame: Any) -> None:
+            self.control.request("stop", id=signal.Signals(signum).name, source="signal")
+
+        def interrupt(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
+            self.control.request("stop", id="SIGINT", source="interrupt")
+
+        signal.signal(signal.SIGTERM, preempt)
+        signal.signal(signal.SIGUSR1, preempt)
+        signal.signal(signal.SIGINT, interrupt)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        scheduler = getattr(self.socket, "scheduler", None)
+        return {
+            "epoch": self.epoch,  # 2018 key: epochs completed (the next one to run, 0-based)
+            "model_state": self.network.state_dict(),
+            "optimizer_state": self.socket.optimizer.state_dict(),
+            "metrics": self._last_metrics,
+            "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+            "step": self.step,
+            "epoch_step": self.epoch_step,
+            "epoch_loss": float(self._epoch_loss.item()),
+            "rng": _rng_state(),
+            "monitor": self.monitor.state_dict(),
+            "world_size": self.dist.size,
+            "config": self.config.to_dict(),
+            "scorch_version": 1,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["model_state"])
+        self.socket.optimizer.load_state_dict(state["optimizer_state"])
+        scheduler = getattr(self.socket, "scheduler", None)
+        if scheduler is not None and state.get("scheduler_state") is not None:
+            scheduler.load_state_dict(state["scheduler_state"])
+        self.epoch = state["epoch"]
+        self.step = state.get("step", 0)
+        self.epoch_step = state.get("epoch_step", 0)
+        self._epoch_loss.fill_(state.get("epoch_loss", 0.0))
+        if state.get("monitor"):
+            self.monitor.load_state_dict(state["monitor"])
+        if state.get("rng"):
+            _set_rng_state(state["rng"])
+        self._last_metrics = state.get("metrics") or {}
+
+    def save(self, name: str, reason: str) -> None:
+        """Write a checkpoint atomically (rank 0 only) and announce it."""
+        if not self.dist.is_global_zero or self.run is None:
+            return
+        path = os.path.join(self.run.checkpoints, name)
+        try:
+            ckpt.atomic_save(self.state_dict(), path)
+        except OSError as exc:
+            raise ScorchError(ckpt.describe_write_error(exc, path), exit_code=5) from None
+        self.emit(CheckpointSaved(path=path, reason=reason, epoch=self.epoch, step=self.step))
+
+    def close(self) -> None:
+        """Flush and close every callback (files, sockets); safe to call twice."""
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback.close()
+
+    def end(self, status: str, reason: str) -> None:
+        self.emit(RunEnded(status=status, reason=reason, epoch=self.epoch, step=self.step))
+        if self.run is not None and self.dist.is_global_zero:
+            self.run.write_info(state=status, reason=reason, ended=time.time())
+
+    # -- small helpers --------------------------------------------------------------------
+
+    def _steps_in_epoch(self) -> int:
+        n = self.train_sampler.per_rank // self.config.batch_size + bool(self.train_sampler.per_rank % self.config.batch_size)
+        cap = self.config.max_train_iterations
+        return min(n, cap) if cap >= 0 else n
+
+    def _epoch_done(self) -> bool:
+        return self.epoch_step >= self._steps_in_epoch()
+
+    def _lr(self) -> float:
+        return float(self.socket.optimizer.param_groups[0]["lr"])
+
+
+def _pick_device(choice: str, local_rank: int) -> torch.device:
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ScorchError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False); use --device cpu")
+    torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resume_config(config: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, dict | None, str | None]:
+    """With --resume, the saved config with the flags given now on top; plus the checkpoint and its path."""
+    if not config.resume:
+        return config, None, None
+    path = ckpt.resolve_resume(config.resume)
+    state = ckpt.load(path)
+    saved = dict(state.get("config") or {})
+    saved.update({k: v for k, v in config.to_dict().items() if k in explicit})
+    saved["resume"] = config.resume
+    if "run_dir" not in explicit:
+        folder = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        saved["run_dir"] = folder if os.path.basename(os.path.dirname(path)) == "checkpoints" else ""
+    return TrainConfig.from_dict(saved), state, path
+
+
+def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = None) -> Trainer:
+    """Everything a run needs, from its config: engine, run folder, user code, callbacks."""
+    from scorch import dist as dist_module
+    from scorch.callbacks.console import ConsoleProgress
+    from scorch.callbacks.jsonl import JsonlLog
+    from scorch.run_folder import default_name
+
+    dist = engine or dist_module.create(getattr(config, "backend", "auto"))
+    config, state, resumed_path = resume_config(config, set(explicit))
+    if config.seed < 0:
+        config.seed = dist.broadcast_object(random.SystemRandom().randrange(2**31))
+    if config.batch_size < 1:
+        raise ScorchError(f"--batch-size {config.batch_size}: must be at least 1")
+    if config.epochs < 1:
+        raise ScorchError(f"--epochs {config.epochs}: must be at least 1")
+    if not config.run_dir:
+        config.run_dir = dist.broadcast_object(os.path.join("runs", default_name(config.model)))
+    _seed_everything(config.seed)
+    device = _pick_device(config.device, dist.local_rank)
+
+    model = user_code.load_model(config.model, config.model_args)
+    datasets = user_code.load_datasets(config.dataset, config.dataset_path, config.dataset_args)
+
+    run = None
+    callbacks: list[Callback] = []
+    if dist.is_global_zero:
+        run = RunFolder(config.run_dir)
+        run.create(reuse=bool(resumed_path))
+        callbacks.append(JsonlLog(run.events_path))
+        if config.tensorboard:
+            from scorch.callbacks.tensorboard import TensorBoardLog
+
+            callbacks.append(TensorBoardLog(run.tensorboard))
+        import sys
+
+        callbacks.append(ConsoleProgress(headless=config.headless or not sys.stdout.isatty(), interval=config.log_interval))
+    trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
+    trainer.hosts = dist.hosts()
+    if run is not None:
+        trainer.seq = run.last_seq()
+    if config.checkpoint:
+        weights = ckpt.load(config.checkpoint)
+        try:
+            trainer.network.load_state_dict(weights["model_state"])
+        except RuntimeError as exc:
+            raise ScorchError(f"-c/--checkpoint {config.checkpoint}: weights do not fit this Network: {str(exc).splitlines()[0]}") from None
+    if state is not None:
+        trainer.load_state_dict(state)
+        trainer.resumed_from = resumed_path
+    dist.broadcast_state(trainer.network, trainer.socket.optimizer)
+    if run is not None:
+        run.write_info(name=os.path.basename(run.path), config=config.to_dict(), world_size=dist.size, hosts=trainer.hosts,
+                       backend=dist.name, pid=os.getpid(), started=time.time(), state="running", device=str(device))
+    return trainer

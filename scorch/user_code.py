@@ -1,0 +1,227 @@
+"""Load the user's model and dataset files, check the 2018 contract, explain any breach.
+
+Every breach is one `ScorchError` naming the file, the class or method, what
+was expected and what was found. An exception raised inside the user's own
+code is reported with a traceback trimmed to their frames (`user_traceback`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from scorch.errors import ScorchError, UserCodeError
+
+MODES = ("train", "valid", "test")
+_SCORCH_DIR = os.path.dirname(os.path.abspath(__file__))
+_user_dirs: set[str] = set()
+
+
+def _kind(value: Any) -> str:
+    """What a value is, in a few words, for error messages."""
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_kind(v) for v in value[:3]) + (", ..." if len(value) > 3 else "")
+        return f"{type(value).__name__} of {len(value)} [{inner}]"
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"{type(value).__name__} of shape {tuple(shape)}"
+    return type(value).__name__
+
+
+def is_user_frame(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    if path.startswith(_SCORCH_DIR + os.sep) or "site-packages" in path or "dist-packages" in path:
+        return False
+    return any(path.startswith(d + os.sep) for d in _user_dirs)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of `exc` with only the user's own frames, or '' if none is theirs."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user_frame(f.filename)]
+    if not frames:
+        return ""
+    lines = traceback.format_list(frames)
+    return "Traceback (your code only):\n" + "".join(lines) + "".join(traceback.format_exception_only(type(exc), exc))
+
+
+def as_user_error(exc: BaseException, doing: str) -> UserCodeError | None:
+    """A UserCodeError for an exception raised in the user's code while `doing`, else None."""
+    tb = user_traceback(exc)
+    if not tb:
+        return None
+    return UserCodeError(f"your code raised {type(exc).__name__} while {doing}: {exc}", tb)
+
+
+def call_user(doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call into user code at set-up time; their exceptions become one clear error."""
+    try:
+        return fn(*args, **kwargs)
+    except ScorchError:
+        raise
+    except Exception as exc:
+        err = as_user_error(exc, doing)
+        if err is None:
+            err = UserCodeError(f"{doing} failed with {type(exc).__name__}: {exc}")
+        raise err from exc
+
+
+def load_file(path: str, flag: str) -> ModuleType:
+    """Import a Python file by path as a fresh module."""
+    if not path:
+        raise ScorchError(f"{flag} is required: pass the path of a Python file, e.g. {flag} examples/digits/model.py")
+    if not os.path.isfile(path):
+        raise ScorchError(f"{flag} {path}: no such file; check the path (relative to {os.getcwd()})")
+    if not path.endswith(".py"):
+        raise ScorchError(f"{flag} {path}: expected a Python file ending in .py")
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    _user_dirs.add(folder)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so the user's file can import its neighbours
+    name = "scorch_user_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # data loader workers that spawn can find it by name
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ScorchError(f"{flag} {path}: syntax error at line {exc.lineno}: {exc.msg}") from None
+    except Exception as exc:
+        raise UserCodeError(f"{flag} {path}: importing it raised {type(exc).__name__}: {exc}", user_traceback(exc)) from exc
+    return module
+
+
+def _class(module: ModuleType, name: str, path: str, what: str, required: bool = True) -> Any:
+    obj = getattr(module, name, None)
+    if obj is None:
+        if required:
+            raise ScorchError(f"{path}: no class {name}; expected {what}")
+        return None
+    if not isinstance(obj, type):
+        raise ScorchError(f"{path}: {name} should be a class ({what}), found {type(obj).__name__}")
+    return obj
+
+
+@dataclass
+class UserModel:
+    """The loaded model side: the network and the Socket that knows how to train it."""
+
+    path: str
+    network: Any
+    socket: Any
+    has_scheduler: bool
+    has_process: bool
+
+
+def load_model(path: str, model_args: dict) -> UserModel:
+    import torch
+
+    module = load_file(path, "--model")
+    network_cls = _class(module, "Network", path, "a torch.nn.Module subclass whose forward takes a list and returns a list")
+    if not issubclass(network_cls, torch.nn.Module):
+        raise ScorchError(f"{path}: class Network must subclass torch.nn.Module, found bases {network_cls.__bases__}")
+    socket_cls = _class(module, "Socket", path, "a class Socket(model) with criterion, metrics, optimizer and train_modules")
+    network = call_user(f"building Network(**{model_args}) from {path}", network_cls, **model_args)
+    socket = call_user(f"building Socket(model) from {path}", socket_cls, network)
+
+    for method in ("criterion", "metrics"):
+        if not callable(getattr(socket, method, None)):
+            raise ScorchError(
+                f"{path}: Socket has no method {method}(outputs, targets); expected it to take two lists of tensors"
+            )
+    optimizer = getattr(socket, "optimizer", None)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ScorchError(
+            f"{path}: Socket.optimizer must be a torch.optim.Optimizer set in Socket.__init__, "
+            f"e.g. self.optimizer = torch.optim.Adam(self.train_modules.parameters()); found {_kind(optimizer)}"
+        )
+    modules = getattr(socket, "train_modules", None)
+    if modules is None:
+        raise ScorchError(
+            f"{path}: Socket has no train_modules; expected a torch.nn.ModuleList of the modules to train, "
+            "e.g. self.train_modules = torch.nn.ModuleList([model])"
+        )
+    if isinstance(modules, (list, tuple)) and all(isinstance(m, torch.nn.Module) for m in modules):
+        socket.train_modules = modules = torch.nn.ModuleList(modules)
+    if not isinstance(modules, torch.nn.Module):
+        raise ScorchError(f"{path}: Socket.train_modules must be a torch.nn.ModuleList, found {_kind(modules)}")
+    scheduler = getattr(socket, "scheduler", None)
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise ScorchError(f"{path}: Socket.scheduler must be a torch.optim.lr_scheduler object with step(), found {_kind(scheduler)}")
+    process = getattr(socket, "process", None)
+    if process is not None and not callable(process):
+        raise ScorchError(f"{path}: Socket.process must be a method process(inputs, outputs), found {_kind(process)}")
+    return UserModel(path, network, socket, scheduler is not None, process is not None)
+
+
+def load_datasets(path: str, dataset_path: str, dataset_args: dict) -> dict[str, Any]:
+    """DataSet(index, mode) for train/valid/test, the index shared between them."""
+    module = load_file(path, "--dataset")
+    if not dataset_path:
+        raise ScorchError("--dataset-path is required: the folder or file your DataSetIndex/DataSet reads")
+    if not os.path.exists(dataset_path):
+        raise ScorchError(f"--dataset-path {dataset_path}: no such file or folder")
+    dataset_cls = _class(module, "DataSet", path, "a class DataSet(index, mode) with __len__ and __getitem__")
+    for method in ("__len__", "__getitem__"):
+        if getattr(dataset_cls, method, None) is None:
+            raise ScorchError(f"{path}: DataSet has no {method}; expected a map-style dataset")
+    index_cls = _class(module, "DataSetIndex", path, "", required=False)
+    if index_cls is not None:
+        index = call_user(f"building DataSetIndex({dataset_path!r}) from {path}", index_cls, dataset_path, **dataset_args)
+    elif dataset_args:
+        raise ScorchError(f"--dataset-args given but {path} has no DataSetIndex to receive them")
+    else:
+        index = dataset_path
+    datasets = {}
+    for mode in MODES:
+        ds = call_user(f"building DataSet(index, mode={mode!r}) from {path}", dataset_cls, index, mode)
+        n = call_user(f"calling len() of the {mode} DataSet from {path}", len, ds)
+        if mode == "train" and n == 0:
+            raise ScorchError(f"{path}: the train DataSet is empty (len 0); check --dataset-path {dataset_path}")
+        if n:
+            check_item(call_user(f"reading item 0 of the {mode} DataSet from {path}", ds.__getitem__, 0), path, mode, 0)
+        datasets[mode] = ds
+    return datasets
+
+
+def check_item(item: Any, path: str, mode: str, index: int) -> None:
+    """A dataset item must be (inputs, targets): two lists of tensors/arrays/numbers."""
+    where = f"{path}: DataSet.__getitem__({index}) in mode {mode!r}"
+    if not isinstance(item, (list, tuple)) or len(item) != 2:
+        raise ScorchError(f"{where} must return (inputs, targets), two lists; found {_kind(item)}")
+    for name, part in zip(("inputs", "targets"), item):
+        if not isinstance(part, (list, tuple)):
+            raise ScorchError(f"{where} must return {name} as a list (of tensors), found {_kind(part)}; wrap it: [{name[:-1]}]")
+
+
+def check_outputs(outputs: Any, path: str) -> None:
+    if not isinstance(outputs, (list, tuple)):
+        raise ScorchError(f"{path}: Network.forward must return a list of tensors, found {_kind(outputs)}; return [output]")
+
+
+def check_loss(loss: Any, path: str) -> None:
+    import torch
+
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise ScorchError(
+            f"{path}: Socket.criterion must return a scalar tensor (0-d, e.g. loss.mean()), found {_kind(loss)}"
+        )
+    if not loss.requires_grad:
+        raise ScorchError(f"{path}: Socket.criterion returned a tensor with no gradient; compute it from the outputs")
+
+
+def check_metrics(metrics: Any, path: str, monitor: str) -> None:
+    if not isinstance(metrics, dict):
+        raise ScorchError(
+            f"{path}: Socket.metrics must return a dict of numbers with a 'main' key, e.g. {{'main': accuracy}}; "
+            f"found {_kind(metrics)}"
+        )
+    if "main" not in metrics:
+        raise ScorchError(f"{path}: Socket.metrics returned keys {sorted(metrics)} but no 'main'; add 'main' (the value to monitor)")
+    if monitor not in metrics:
+        raise ScorchError(f"--monitor {monitor}: Socket.metrics in {path} returned keys {sorted(metrics)}; pick one of them")

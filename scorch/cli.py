@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 
@@ -72,11 +73,12 @@ def train_main(argv: list[str] | None = None) -> int:
         if missing:
             parser.error(f"{', '.join(missing)} required (or --resume RUN_DIR to continue a run)")
     trainer = None
+    old_handlers: dict = {}
     try:
         from scorch.trainer import build
 
         trainer = build(config, explicit_flags(parser, argv))
-        trainer.install_signal_handlers()
+        old_handlers = trainer.install_signal_handlers()
         status = trainer.fit()
     except KeyboardInterrupt:
         print("scorch-train: interrupted", file=sys.stderr)
@@ -86,6 +88,8 @@ def train_main(argv: list[str] | None = None) -> int:
             raise
         return report(exc, config.debug)
     finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         if trainer is not None:
             trainer.close()
     return 0 if status != "failed" else EXIT_FAILED

@@ -11,6 +11,7 @@ import math
 import os
 import random
 import signal
+import threading
 import time
 from typing import Any
 
@@ -119,6 +120,7 @@ class Trainer:
         self.epoch_step = 0  # batches done in this epoch
         self.step = 0  # optimizer steps done in the run
         self.seq = 0
+        self._emit_lock = threading.RLock()  # the telemetry thread emits `command` events too
         self.stop_status: str | None = None  # set when a stop is decided: stopped|preempted|early_stopped
         self.stop_reason = ""
         self.stop_after_epoch = False
@@ -146,13 +148,14 @@ class Trainer:
     # -- events ---------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """Number the event and hand it to every callback (none on ranks other than 0)."""
-        if not self.callbacks:
-            return
-        self.seq += 1
-        event = event.stamped(self.seq)
-        for callback in self.callbacks:
-            callback.event(event)
+        """Number the event and hand it to every callback (none on ranks other than 0). Thread-safe."""
+        with self._emit_lock:
+            if not self.callbacks:
+                return
+            self.seq += 1
+            event = event.stamped(self.seq)
+            for callback in self.callbacks:
+                callback.event(event)
 
     def log(self, message: str, level: str = "warning") -> None:
         self.emit(Log(level=level, message=message))
@@ -202,11 +205,8 @@ class Trainer:
                                         f"{self.monitor.best_epoch + 1})")
                 elif self.stop_after_epoch:
                     self.stop_status = self.stop_status or "stopped"
-        except NonFiniteLoss as exc:
-            self.end("failed", exc.message)
-            raise
         except BaseException as exc:
-            self.end("failed", f"{type(exc).__name__}: {exc}")
+            self.end("failed", exc.message if isinstance(exc, ScorchError) else f"{type(exc).__name__}: {exc}")
             raise
         status = self.stop_status or "completed"
         self.end(status, self.stop_reason)
@@ -222,8 +222,8 @@ class Trainer:
         steps_in_epoch = self._steps_in_epoch()
         if self.epoch_step == 0:
             self._epoch_loss.zero_()
-        window_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        window_steps, window_start = 0, time.perf_counter()
+        window: list[torch.Tensor] = []  # this window's losses, still on the device: no sync per step
+        window_start = time.perf_counter()
         next_event = window_start + STEP_EVENT_INTERVAL
         skip_nan = cfg.on_nan == "skip"
         on_cpu = self.device.type == "cpu"
@@ -246,23 +246,19 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            window_loss += loss.detach()  # accumulate on the device: no sync per step
-            window_steps += 1
+            window.append(loss.detach())
             self.epoch_step += 1
             self.step += 1
 
             # Progress: a few `step` events a second, read from the device only then.
             now = time.perf_counter()
             if now >= next_event or self.epoch_step == steps_in_epoch:
-                mean = window_loss.item() / window_steps
-                if not math.isfinite(mean):
-                    self._non_finite(mean, window_steps)
-                self._epoch_loss += window_loss
-                rate = window_steps * cfg.batch_size * self.dist.size / max(now - window_start, 1e-9)
+                mean = self._take_window(window)
+                rate = len(window) * cfg.batch_size * self.dist.size / max(now - window_start, 1e-9)
                 self.emit(Step(epoch=self.epoch, step=self.step, epoch_step=self.epoch_step,
                                steps_in_epoch=steps_in_epoch, loss=mean, rate=rate, lr=self._lr()))
-                window_loss.zero_()
-                window_steps, window_start, next_event = 0, now, now + STEP_EVENT_INTERVAL
+                window.clear()
+                window_start, next_event = now, now + STEP_EVENT_INTERVAL
             # Control: checkpoint/stop requests, the same step on every rank.
             if self.sync_every:
                 if self.step % self.sync_every == 0 and self.agree():
@@ -271,8 +267,8 @@ class Trainer:
                 self.apply_requests(self.control.take())
                 if self.stop_status is not None and not self.stop_after_epoch:
                     break
-        if window_steps:  # a stop mid-window
-            self._epoch_loss += window_loss
+        if window:  # a stop mid-window
+            self._take_window(window)
         done = max(1, self.epoch_step)
         return float(self._epoch_loss.item()) / done
 
@@ -301,9 +297,11 @@ class Trainer:
         outputs = [torch.cat(parts) for parts in zip(*all_outputs)]
         targets = [torch.cat(parts) if isinstance(parts[0], torch.Tensor) else sum(parts, []) for parts in zip(*all_targets)]
         metrics = self.socket.metrics(outputs, targets)
-        user_code.check_metrics(metrics, self.model.path, self.config.monitor)
+        user_code.check_metrics(metrics, self.model.path)
         result = {name: _to_float(value) for name, value in metrics.items()}
         result.setdefault("loss", loss_sum / max(1, count))
+        if self.config.monitor not in result:
+            raise ScorchError(f"--monitor {self.config.monitor}: the validation metrics are {sorted(result)}; pick one of them")
         return result
 
     @torch.no_grad()
@@ -357,16 +355,24 @@ class Trainer:
             self.emit(Command(id=req.id, command=req.command, status="applied", after_epoch=req.after_epoch,
                               reason=f"at epoch {self.epoch + 1}, step {self.step}"))
 
-    def _non_finite(self, value: float, window: int) -> None:
-        where = f"epoch {self.epoch + 1}, step {self.epoch_step}"
-        first = f" (first seen within the last {window} steps)" if window > 1 else ""
-        raise NonFiniteLoss(
-            f"loss became {value} at {where}{first}; the last good checkpoint is kept. "
-            "Lower the learning rate, check the data, or pass --on-nan skip to skip such batches"
-        )
+    def _take_window(self, window: list[torch.Tensor]) -> float:
+        """Add a window of per-step losses to the epoch's; its mean. A NaN/inf among them ends the run."""
+        losses = torch.stack(window).double()
+        total = losses.sum()
+        self._epoch_loss += total
+        mean = total.item() / len(window)
+        if not math.isfinite(mean):
+            bad = int((~torch.isfinite(losses)).nonzero()[0])
+            value = losses[bad].item()
+            step = self.epoch_step - len(window) + bad + 1
+            raise NonFiniteLoss(
+                f"loss became {value} at epoch {self.epoch + 1}, step {step}; the last good checkpoint is kept. "
+                "Lower the learning rate, check the data, or pass --on-nan skip to skip such batches"
+            )
+        return mean
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGUSR1 (preemption) and SIGINT (Ctrl-C) become stop requests."""
+    def install_signal_handlers(self) -> dict:
+        """SIGTERM/SIGUSR1 (preemption) and SIGINT (Ctrl-C) become stop requests; returns the old handlers."""
         def preempt(signum: int, frame: Any) -> None:
             self.control.request("stop", id=signal.Signals(signum).name, source="signal")
 
@@ -374,9 +380,11 @@ class Trainer:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
             self.control.request("stop", id="SIGINT", source="interrupt")
 
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
         signal.signal(signal.SIGTERM, preempt)
         signal.signal(signal.SIGUSR1, preempt)
         signal.signal(signal.SIGINT, interrupt)
+        return old
 
     # -- state ----------------------------------------------------------------------------
 
@@ -427,7 +435,8 @@ class Trainer:
 
     def close(self) -> None:
         """Flush and close every callback (files, sockets); safe to call twice."""
-        callbacks, self.callbacks = self.callbacks, []
+        with self._emit_lock:  # no emit from another thread may still be using them
+            callbacks, self.callbacks = self.callbacks, []
         for callback in callbacks:
             callback.close()
 
@@ -533,4 +542,8 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
     if run is not None:
         run.write_info(name=os.path.basename(run.path), config=config.to_dict(), world_size=dist.size, hosts=trainer.hosts,
                        backend=dist.name, pid=os.getpid(), started=time.time(), state="running", device=str(device))
+        if config.telemetry:  # live stream + control; writes .token, then the endpoints into run.json
+            from scorch.telemetry.publisher import Publisher
+
+            trainer.callbacks.append(Publisher(run, trainer.control, trainer.emit, config.bind, config.curve_keys))
     return trainer

@@ -215,7 +215,7 @@ def check_loss(loss: Any, path: str) -> None:
         raise ScorchError(f"{path}: Socket.criterion returned a tensor with no gradient; compute it from the outputs")
 
 
-def check_metrics(metrics: Any, path: str, monitor: str) -> None:
+def check_metrics(metrics: Any, path: str) -> None:
     if not isinstance(metrics, dict):
         raise ScorchError(
             f"{path}: Socket.metrics must return a dict of numbers with a 'main' key, e.g. {{'main': accuracy}}; "
@@ -223,5 +223,3 @@ def check_metrics(metrics: Any, path: str, monitor: str) -> None:
         )
     if "main" not in metrics:
         raise ScorchError(f"{path}: Socket.metrics returned keys {sorted(metrics)} but no 'main'; add 'main' (the value to monitor)")
-    if monitor not in metrics:
-        raise ScorchError(f"--monitor {monitor}: Socket.metrics in {path} returned keys {sorted(metrics)}; pick one of them")

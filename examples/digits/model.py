@@ -4,7 +4,7 @@ import torch
 
 
 class Network(torch.nn.Module):
-    def __init__(self, hidden: int = 128, dropout: float = 0.1):
+    def __init__(self, hidden: int = 256, dropout: float = 0.1):
         super().__init__()
         self.body = torch.nn.Sequential(
             torch.nn.Flatten(),
@@ -22,7 +22,7 @@ class Socket:
     def __init__(self, model):
         self.model = model
         self.train_modules = torch.nn.ModuleList([model])
-        self.optimizer = torch.optim.Adam(self.train_modules.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.Adam(self.train_modules.parameters(), lr=3e-3)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, mode="max", patience=3)
 
     def criterion(self, outputs, targets):

@@ -35,6 +35,8 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
         kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
         if isinstance(action, argparse.BooleanOptionalAction):
             quiet.add_argument(*action.option_strings, action=argparse.BooleanOptionalAction, **kwargs)
+        elif isinstance(action, argparse._StoreTrueAction):
+            quiet.add_argument(*action.option_strings, action="store_true", **kwargs)
         else:
             quiet.add_argument(*action.option_strings, **kwargs)
     known, _ = quiet.parse_known_args(argv)

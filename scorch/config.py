@@ -52,6 +52,13 @@ class TrainConfig:
     keep: int = opt(0, "also keep the N most recent epoch checkpoints as epoch-K.pt (0: none)")
     tensorboard: bool = opt(True, "write tensorboardX files to RUN_DIR/tensorboard (--no-tensorboard to skip)")
 
+    # Live telemetry (rank 0): a ZeroMQ stream for scorch-tui and scorch-ctl.
+    telemetry: bool = opt(True, "publish events and take commands over ZeroMQ (--no-telemetry to turn off)")
+    bind: str = opt("127.0.0.1:0", "telemetry address HOST:PORT: stream on PORT, control on PORT+1 (port 0: free ports)",
+                    metavar="HOST:PORT")
+    curve_keys: str = opt("", "folder made by `scorch-ctl keygen`: encrypt telemetry with CURVE (needed beyond 127.0.0.1)",
+                          metavar="DIR")
+
     # What counts as better, and when to give up.
     monitor: str = opt("main", "metric that decides best.pt and early stopping")
     mode: str = opt("max", "whether a larger or smaller monitored metric is better", choices=("max", "min"))
@@ -108,15 +115,21 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> N
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         names = [flag, *meta.get("flags", ())]
         if f.type == "bool":
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=meta["help"])
+            # Off by default: a plain switch. On by default: --name and --no-name.
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(*names, dest=f.name, action=action, default=default, help=meta["help"])
             continue
-        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": meta["help"] + " (default: %(default)s)"}
+        shown = " (default: %(default)s)" if default not in ("", {}) else ""
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": meta["help"] + shown, "metavar": "N"}
         if f.type == "dict":
             kwargs["type"] = _json_object(flag)
         else:
             kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
+            if f.type != "int":
+                kwargs.pop("metavar")
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
+            kwargs.pop("metavar", None)
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
         parser.add_argument(*names, **kwargs)

@@ -36,9 +36,12 @@ from scorch.telemetry.protocol import (
     RunEnded,
     RunStarted,
     Step,
+    System,
 )
+from scorch.telemetry.sysstats import SystemSampler
 
 STEP_EVENT_INTERVAL = 0.25  # seconds between `step` events: a few per second
+SYSTEM_EVENT_INTERVAL = 2.0  # seconds between `system` events (per-rank CPU/RAM/GPU)
 
 
 class EpochSampler(Sampler):
@@ -131,6 +134,10 @@ class Trainer:
         self.policy = ckpt.CheckpointPolicy(run.checkpoints, config.dump_period, config.keep) if run else None
         # Ranks agree on control requests every `sync_every` steps (one small collective).
         self.sync_every = 0 if dist.size == 1 else 8
+        self.stats = SystemSampler(dist.rank)
+        self._local_stats: dict | None = None  # this rank's latest figures, not yet sent to rank 0
+        self._rank_stats: dict[int, dict] = {}  # rank 0: every rank's latest figures
+        self._next_system = 0.0
         self._epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
 
         self.train_sampler = EpochSampler(len(datasets["train"]), not config.no_shuffle, config.seed, dist.rank, dist.size)
@@ -223,14 +230,16 @@ class Trainer:
         if self.epoch_step == 0:
             self._epoch_loss.zero_()
         window: list[torch.Tensor] = []  # this window's losses, still on the device: no sync per step
-        window_start = time.perf_counter()
+        window_start = step_end = time.perf_counter()
         next_event = window_start + STEP_EVENT_INTERVAL
+        data_wait = 0.0  # seconds this window spent waiting for the data loader
         skip_nan = cfg.on_nan == "skip"
         on_cpu = self.device.type == "cpu"
 
         for inputs, targets in self.loaders["train"]:
             if self.epoch_step >= steps_in_epoch:
                 break
+            data_wait += time.perf_counter() - step_end
             if not on_cpu:
                 inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
             outputs = network(inputs)
@@ -251,14 +260,17 @@ class Trainer:
             self.step += 1
 
             # Progress: a few `step` events a second, read from the device only then.
-            now = time.perf_counter()
+            now = step_end = time.perf_counter()
             if now >= next_event or self.epoch_step == steps_in_epoch:
                 mean = self._take_window(window)
                 rate = len(window) * cfg.batch_size * self.dist.size / max(now - window_start, 1e-9)
                 self.emit(Step(epoch=self.epoch, step=self.step, epoch_step=self.epoch_step,
                                steps_in_epoch=steps_in_epoch, loss=mean, rate=rate, lr=self._lr()))
+                if now >= self._next_system:
+                    self._sample_system((now - window_start) / len(window), data_wait / len(window))
+                    self._next_system = now + SYSTEM_EVENT_INTERVAL
                 window.clear()
-                window_start, next_event = now, now + STEP_EVENT_INTERVAL
+                window_start, next_event, data_wait = now, now + STEP_EVENT_INTERVAL, 0.0
             # Control: checkpoint/stop requests, the same step on every rank.
             if self.sync_every:
                 if self.step % self.sync_every == 0 and self.agree():
@@ -331,8 +343,14 @@ class Trainer:
 
     def agree(self) -> bool:
         """All ranks: pool every rank's pending requests, apply them; True if training must stop now."""
-        pooled = self.dist.allgather_object(self.control.take())
-        requests = list(dict.fromkeys(req for rank_requests in pooled for req in rank_requests))
+        pooled = self.dist.allgather_object((self.control.take(), self._local_stats))
+        self._local_stats = None
+        requests = list(dict.fromkeys(req for rank_requests, _ in pooled for req in rank_requests))
+        fresh = {stats["rank"]: stats for _, stats in pooled if stats is not None}
+        if fresh:
+            self._rank_stats.update(fresh)
+            if 0 in fresh:  # rank 0's clock paces the `system` events
+                self.emit(System(ranks=[self._rank_stats[r] for r in sorted(self._rank_stats)]))
         if not requests:
             return False
         self.apply_requests(requests)
@@ -354,6 +372,14 @@ class Trainer:
                     self.save(ckpt.LAST, reason)
             self.emit(Command(id=req.id, command=req.command, status="applied", after_epoch=req.after_epoch,
                               reason=f"at epoch {self.epoch + 1}, step {self.step}"))
+
+    def _sample_system(self, step_time: float, data_time: float) -> None:
+        """This rank's CPU/RAM/GPU figures: emitted now with one rank, else sent at the next agreement."""
+        stats = self.stats.sample(step_time=step_time, data_time=data_time)
+        if self.dist.size == 1:
+            self.emit(System(ranks=[stats]))
+        else:
+            self._local_stats = stats
 
     def _take_window(self, window: list[torch.Tensor]) -> float:
         """Add a window of per-step losses to the epoch's; its mean. A NaN/inf among them ends the run."""
@@ -439,6 +465,7 @@ class Trainer:
             callbacks, self.callbacks = self.callbacks, []
         for callback in callbacks:
             callback.close()
+        self.stats.close()
 
     def end(self, status: str, reason: str) -> None:
         self.emit(RunEnded(status=status, reason=reason, epoch=self.epoch, step=self.step))

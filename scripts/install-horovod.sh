@@ -190,6 +190,8 @@ mkdir -p "$CACHE_DIR"
 if command -v flock >/dev/null 2>&1; then
     exec 9>"$CACHE_DIR/.install-horovod.lock"
     flock 9   # serialise concurrent builds of the same cache
+    # holding the lock, any leftover .partial dir is from a killed run
+    rm -rf "$CACHE_DIR"/.*.partial.* 2>/dev/null || true
 fi
 
 find_wheel() { compgen -G "$KEY_DIR/horovod-${HOROVOD_VERSION}-*.whl" | head -n 1 || true; }
@@ -203,6 +205,7 @@ else
     WORK="$(mktemp -d "${TMPDIR:-/tmp}/scorch-horovod.XXXXXX")"
     PARTIAL="$CACHE_DIR/.${BUILD_KEY}.partial.$$"
     trap 'rm -rf "$WORK" "$PARTIAL"' EXIT
+    trap 'exit 130' INT TERM   # make sure the EXIT cleanup runs on Ctrl-C / kill
 
     log "downloading horovod==$HOROVOD_VERSION sdist"
     "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$WORK"

@@ -70,7 +70,7 @@ class ConsoleProgress(Callback):
                 f"epoch {event.epoch + 1}/{self.epochs} done in {_duration(event.duration)}: "
                 f"train loss {event.train_loss:.4f}{train} valid {_metrics(event.metrics)}{best_text}"
             )
-        elif isinstance(event, CheckpointSaved) and event.reason not in ("epoch", "keep"):
+        elif isinstance(event, CheckpointSaved) and event.reason not in ("epoch", "keep", "best"):
             self._line(f"checkpoint saved ({event.reason}): {event.path}")
         elif isinstance(event, Log) and event.level != "debug":
             self._line(f"{event.level}: {event.message}")

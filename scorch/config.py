@@ -43,6 +43,8 @@ class TrainConfig:
     no_shuffle: bool = opt(False, "keep the training set in order")
     workers: int = opt(0, "data loader worker processes per rank")
     device: str = opt("auto", "where to train: auto picks cuda when available", choices=("auto", "cpu", "cuda"))
+    amp: str = opt("off", "mixed precision: bf16 autocast, or fp16 autocast with loss scaling", choices=("off", "bf16", "fp16"))
+    accumulate: int = opt(1, "accumulate gradients over N batches per optimizer step")
 
     # Where things go.
     run_dir: str = opt("", "run folder (default runs/<date>-<time>-<model stem>)", metavar="DIR")

@@ -90,6 +90,38 @@ def _to_float(value: Any) -> float:
     return float(value)
 
 
+class _NoScaler:
+    """GradScaler's surface for full precision and bf16: plain backward and step."""
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def step(self, optimizer: Any) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _mixed_precision(amp: str, device: torch.device) -> tuple[Any, Any]:
+    """(autocast context factory, gradient scaler) for --amp off|bf16|fp16."""
+    import contextlib
+    import functools
+
+    if amp == "off":
+        return contextlib.nullcontext, _NoScaler()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    autocast = functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+    # fp16 needs loss scaling against underflow; bf16 has float32's range and does not.
+    return autocast, torch.amp.GradScaler(device.type) if amp == "fp16" else _NoScaler()
+
+
 def _to_device(items: list, device: torch.device) -> list:
     return [x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x for x in items]
 
@@ -135,6 +167,7 @@ class Trainer:
         # Ranks agree on control requests every `sync_every` steps (one small collective).
         self.sync_every = 0 if dist.size == 1 else 8
         self.stats = SystemSampler(dist.rank)
+        self.autocast, self.scaler = _mixed_precision(config.amp, device)
         self._local_stats: dict | None = None  # this rank's latest figures, not yet sent to rank 0
         self._rank_stats: dict[int, dict] = {}  # rank 0: every rank's latest figures
         self._next_system = 0.0
@@ -235,6 +268,8 @@ class Trainer:
         data_wait = 0.0  # seconds this window spent waiting for the data loader
         skip_nan = cfg.on_nan == "skip"
         on_cpu = self.device.type == "cpu"
+        accumulate = cfg.accumulate
+        optimizer.zero_grad(set_to_none=True)
 
         for inputs, targets in self.loaders["train"]:
             if self.epoch_step >= steps_in_epoch:
@@ -242,8 +277,9 @@ class Trainer:
             data_wait += time.perf_counter() - step_end
             if not on_cpu:
                 inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
-            outputs = network(inputs)
-            loss = socket.criterion(outputs, targets)
+            with self.autocast():
+                outputs = network(inputs)
+                loss = socket.criterion(outputs, targets)
             if not self._checked_first_batch:
                 user_code.check_outputs(outputs, self.model.path)
                 user_code.check_loss(loss, self.model.path)
@@ -252,11 +288,14 @@ class Trainer:
                 self.log(f"skipped batch at epoch {self.epoch + 1}, step {self.epoch_step + 1}: loss is {loss.item()}")
                 self.epoch_step += 1
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
             window.append(loss.detach())
             self.epoch_step += 1
+            if self.epoch_step % accumulate:
+                continue  # gradients accumulate; no optimizer step, no control at this batch
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            optimizer.zero_grad(set_to_none=True)
             self.step += 1
 
             # Progress: a few `step` events a second, read from the device only then.
@@ -273,7 +312,7 @@ class Trainer:
                 window_start, next_event, data_wait = now, now + STEP_EVENT_INTERVAL, 0.0
             # Control: checkpoint/stop requests, the same step on every rank.
             if self.sync_every:
-                if self.step % self.sync_every == 0 and self.agree():
+                if self.epoch_step % self.sync_every == 0 and self.agree():
                     break
             elif self.control.pending:
                 self.apply_requests(self.control.take())
@@ -427,6 +466,7 @@ class Trainer:
             "epoch_loss": float(self._epoch_loss.item()),
             "rng": _rng_state(),
             "monitor": self.monitor.state_dict(),
+            "scaler_state": self.scaler.state_dict(),
             "world_size": self.dist.size,
             "config": self.config.to_dict(),
             "scorch_version": 1,
@@ -444,6 +484,8 @@ class Trainer:
         self._epoch_loss.fill_(state.get("epoch_loss", 0.0))
         if state.get("monitor"):
             self.monitor.load_state_dict(state["monitor"])
+        if state.get("scaler_state"):
+            self.scaler.load_state_dict(state["scaler_state"])
         if state.get("rng"):
             _set_rng_state(state["rng"])
         self._last_metrics = state.get("metrics") or {}
@@ -477,7 +519,8 @@ class Trainer:
     def _steps_in_epoch(self) -> int:
         n = self.train_sampler.per_rank // self.config.batch_size + bool(self.train_sampler.per_rank % self.config.batch_size)
         cap = self.config.max_train_iterations
-        return min(n, cap) if cap >= 0 else n
+        n = min(n, cap) if cap >= 0 else n
+        return n - n % self.config.accumulate  # a last, partial accumulation would be a smaller step: drop it
 
     def _epoch_done(self) -> bool:
         return self.epoch_step >= self._steps_in_epoch()
@@ -527,6 +570,8 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
     config, state, resumed_path = resume_config(config, set(explicit))
     if config.seed < 0:
         config.seed = dist.broadcast_object(random.SystemRandom().randrange(2**31))
+    if config.accumulate < 1:
+        raise ScorchError(f"--accumulate {config.accumulate}: must be at least 1")
     if config.batch_size < 1:
         raise ScorchError(f"--batch-size {config.batch_size}: must be at least 1")
     if config.epochs < 1:

@@ -55,6 +55,10 @@ def report(exc: BaseException, debug: bool) -> int:
     if isinstance(exc, ScorchError):
         print(f"scorch-train: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    if isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc):  # raised from torch's SIGCHLD handler
+        first = str(exc).strip().splitlines()[0]
+        return report(ScorchError(f"a data loader worker died ({first}); it may have run out of memory or crashed in "
+                                  "native code: try --workers 0, or fewer workers"), debug)
     from scorch.user_code import as_user_error
 
     err = as_user_error(exc, "training")

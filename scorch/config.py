@@ -66,6 +66,10 @@ class TrainConfig:
     mode: str = opt("max", "whether a larger or smaller monitored metric is better", choices=("max", "min"))
     early_stop_patience: int = opt(0, "stop after N epochs without improvement (0: never)")
     min_delta: float = opt(0.0, "smallest change of the monitored metric that counts as improvement")
+    on_save_error: str = opt("stop", "when a checkpoint cannot be written (disk full, no permission): stop, or continue without it",
+                             choices=("stop", "continue"))
+    stall_timeout: float = opt(0.0, "end the run (exit 6) when a rank makes no progress for S seconds, printing where it is stuck (0: off)",
+                               metavar="S")
     on_nan: str = opt("stop", "on a NaN/inf loss: stop (checkpoint kept) or skip the batch", choices=("stop", "skip"))
 
     # Output.

@@ -171,6 +171,9 @@ class Trainer:
         self._local_stats: dict | None = None  # this rank's latest figures, not yet sent to rank 0
         self._rank_stats: dict[int, dict] = {}  # rank 0: every rank's latest figures
         self._next_system = 0.0
+        self.heartbeat = time.perf_counter()  # last sign of progress, read by the stall watchdog
+        self.phase = "starting"
+        self.watchdog = None
         self._epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
 
         self.train_sampler = EpochSampler(len(datasets["train"]), not config.no_shuffle, config.seed, dist.rank, dist.size)
@@ -187,15 +190,20 @@ class Trainer:
 
     # -- events ---------------------------------------------------------------------------
 
-    def emit(self, event: Event) -> None:
-        """Number the event and hand it to every callback (none on ranks other than 0). Thread-safe."""
-        with self._emit_lock:
+    def emit(self, event: Event, wait: float = -1) -> None:
+        """Number the event and hand it to every callback (none on ranks other than 0). Thread-safe;
+        with `wait` >= 0, gives up after that many seconds (the watchdog, when the loop may hold the lock)."""
+        if not self._emit_lock.acquire(timeout=wait):
+            return
+        try:
             if not self.callbacks:
                 return
             self.seq += 1
             event = event.stamped(self.seq)
             for callback in self.callbacks:
                 callback.event(event)
+        finally:
+            self._emit_lock.release()
 
     def log(self, message: str, level: str = "warning") -> None:
         self.emit(Log(level=level, message=message))
@@ -211,6 +219,11 @@ class Trainer:
             steps_per_epoch=self._steps_in_epoch(), batch_size=cfg.batch_size, world_size=self.dist.size,
             hosts=self.hosts, device=str(self.device), backend=self.dist.name, pid=os.getpid(),
             resumed_from=self.resumed_from, config=cfg.to_dict()))
+        if cfg.stall_timeout > 0:
+            from scorch.watchdog import StallWatchdog
+
+            self.watchdog = StallWatchdog(self, cfg.stall_timeout)
+            self.watchdog.start()
         try:
             while self.epoch < cfg.epochs and self.stop_status is None:
                 epoch_start = time.time()
@@ -263,6 +276,7 @@ class Trainer:
         if self.epoch_step == 0:
             self._epoch_loss.zero_()
         window: list[torch.Tensor] = []  # this window's losses, still on the device: no sync per step
+        self.phase = "training"
         window_start = step_end = time.perf_counter()
         next_event = window_start + STEP_EVENT_INTERVAL
         data_wait = 0.0  # seconds this window spent waiting for the data loader
@@ -271,7 +285,7 @@ class Trainer:
         accumulate = cfg.accumulate
         optimizer.zero_grad(set_to_none=True)
 
-        for inputs, targets in self.loaders["train"]:
+        for inputs, targets in self._batches("train"):
             if self.epoch_step >= steps_in_epoch:
                 break
             data_wait += time.perf_counter() - step_end
@@ -299,7 +313,7 @@ class Trainer:
             self.step += 1
 
             # Progress: a few `step` events a second, read from the device only then.
-            now = step_end = time.perf_counter()
+            now = step_end = self.heartbeat = time.perf_counter()
             if now >= next_event or self.epoch_step == steps_in_epoch:
                 mean = self._take_window(window)
                 rate = len(window) * cfg.batch_size * self.dist.size / max(now - window_start, 1e-9)
@@ -334,7 +348,9 @@ class Trainer:
         all_outputs: list[list[torch.Tensor]] = []
         all_targets: list[list[torch.Tensor]] = []
         loss_sum, count = 0.0, 0
-        for i, (inputs, targets) in enumerate(loader):
+        self.phase = f"validating on the {mode} set"
+        for i, (inputs, targets) in enumerate(self._batches(mode, loader)):
+            self.heartbeat = time.perf_counter()
             if 0 <= max_iterations <= i:
                 break
             inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
@@ -361,7 +377,9 @@ class Trainer:
         if loader is None or not self.model.has_process or self.config.max_test_iterations == 0:
             return
         self.network.eval()
-        for i, (inputs, _) in enumerate(loader):
+        self.phase = "running test inference"
+        for i, (inputs, _) in enumerate(self._batches("test")):
+            self.heartbeat = time.perf_counter()
             if 0 <= self.config.max_test_iterations <= i:
                 break
             inputs = _to_device(inputs, self.device)
@@ -440,6 +458,14 @@ class Trainer:
         """SIGTERM/SIGUSR1 (preemption) and SIGINT (Ctrl-C) become stop requests; returns the old handlers."""
         def preempt(signum: int, frame: Any) -> None:
             self.control.request("stop", id=signal.Signals(signum).name, source="signal")
+            signal.signal(signal.SIGTERM, die_now)
+            signal.signal(signal.SIGUSR1, die_now)
+
+        def die_now(signum: int, frame: Any) -> None:
+            # A second preemption signal: the cluster will not wait. Atomic writes keep the last checkpoint whole.
+            os.write(2, f"scorch-train: second {signal.Signals(signum).name}: exiting now; the last checkpoint is intact\n".encode())
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
         def interrupt(signum: int, frame: Any) -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
@@ -495,26 +521,54 @@ class Trainer:
         if not self.dist.is_global_zero or self.run is None:
             return
         path = os.path.join(self.run.checkpoints, name)
+        self.phase, self.heartbeat = f"saving {path}", time.perf_counter()
         try:
             ckpt.atomic_save(self.state_dict(), path)
         except OSError as exc:
-            raise ScorchError(ckpt.describe_write_error(exc, path), exit_code=5) from None
+            message = ckpt.describe_write_error(exc, path)
+            if self.config.on_save_error == "stop":
+                raise ScorchError(message + "; free space or fix the folder, then --resume the run", exit_code=5) from None
+            self.log(message + "; training goes on (--on-save-error continue)", level="error")
+            return
         self.emit(CheckpointSaved(path=path, reason=reason, epoch=self.epoch, step=self.step))
 
-    def close(self) -> None:
+    def close(self, wait: float = -1) -> None:
         """Flush and close every callback (files, sockets); safe to call twice."""
-        with self._emit_lock:  # no emit from another thread may still be using them
-            callbacks, self.callbacks = self.callbacks, []
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if not self._emit_lock.acquire(timeout=wait):  # no emit from another thread may still be using them
+            return
+        callbacks, self.callbacks = self.callbacks, []
+        self._emit_lock.release()
         for callback in callbacks:
             callback.close()
         self.stats.close()
 
-    def end(self, status: str, reason: str) -> None:
-        self.emit(RunEnded(status=status, reason=reason, epoch=self.epoch, step=self.step))
+    def end(self, status: str, reason: str, wait: float = -1) -> None:
+        self.emit(RunEnded(status=status, reason=reason, epoch=self.epoch, step=self.step), wait=wait)
         if self.run is not None and self.dist.is_global_zero:
             self.run.write_info(state=status, reason=reason, ended=time.time())
 
     # -- small helpers --------------------------------------------------------------------
+
+    def _batches(self, mode: str, loader: DataLoader | None = None) -> Any:
+        """The loader's batches; a batch that fails to load is explained (which item, why) and ends the run."""
+        loader = loader or self.loaders[mode]
+        batches = iter(loader)
+        done = 0
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except ScorchError:
+                raise
+            except Exception as exc:
+                size = loader.batch_size
+                indices = list(loader.sampler)[done * size : (done + 1) * size]
+                raise user_code.explain_batch_failure(exc, loader.dataset, indices, self.config.dataset, mode) from exc
+            yield batch
+            done += 1
 
     def _steps_in_epoch(self) -> int:
         n = self.train_sampler.per_rank // self.config.batch_size + bool(self.train_sampler.per_rank % self.config.batch_size)
@@ -576,6 +630,10 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
         raise ScorchError(f"--batch-size {config.batch_size}: must be at least 1")
     if config.epochs < 1:
         raise ScorchError(f"--epochs {config.epochs}: must be at least 1")
+    if config.telemetry and dist.is_global_zero:
+        from scorch.telemetry.publisher import check_bind
+
+        check_bind(config.bind, config.curve_keys)  # before the run folder exists: a wrong flag leaves nothing behind
     if not config.run_dir:
         config.run_dir = dist.broadcast_object(os.path.join("runs", default_name(config.model)))
     _seed_everything(config.seed)
@@ -617,5 +675,9 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
         if config.telemetry:  # live stream + control; writes .token, then the endpoints into run.json
             from scorch.telemetry.publisher import Publisher
 
-            trainer.callbacks.append(Publisher(run, trainer.control, trainer.emit, config.bind, config.curve_keys))
+            try:
+                trainer.callbacks.append(Publisher(run, trainer.control, trainer.emit, config.bind, config.curve_keys))
+            except BaseException:
+                trainer.close()  # e.g. a busy port: the other sinks (TensorBoard's thread) must not outlive the start
+                raise
     return trainer

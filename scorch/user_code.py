@@ -223,3 +223,42 @@ def check_metrics(metrics: Any, path: str) -> None:
         )
     if "main" not in metrics:
         raise ScorchError(f"{path}: Socket.metrics returned keys {sorted(metrics)} but no 'main'; add 'main' (the value to monitor)")
+
+
+def _shapes(part: Any) -> list:
+    return [tuple(x.shape) if hasattr(x, "shape") else type(x).__name__ for x in part]
+
+
+def explain_batch_failure(exc: BaseException, dataset: Any, indices: list[int], path: str, mode: str) -> ScorchError:
+    """Why a batch of the `mode` set could not be loaded, found by reading its items here, one by one."""
+    from torch.utils.data import default_collate
+
+    items = []
+    for index in indices:
+        try:
+            item = dataset[index]
+        except Exception as item_exc:  # noqa: BLE001 - the user's own error, reported with their frames
+            return UserCodeError(
+                f"{path}: DataSet.__getitem__({index}) in mode {mode!r} raised {type(item_exc).__name__}: {item_exc}",
+                user_traceback(item_exc),
+            )
+        check_item(item, path, mode, index)
+        items.append((index, item))
+    try:
+        default_collate([item for _, item in items])
+    except Exception as collate_exc:  # noqa: BLE001
+        first_index, first = items[0]
+        for index, item in items[1:]:
+            for name, a, b in zip(("inputs", "targets"), first, item):
+                if len(a) != len(b) or _shapes(a) != _shapes(b):
+                    return ScorchError(
+                        f"{path}: the {mode} set's items cannot be batched: item {index} has {name} {_shapes(b)} but item "
+                        f"{first_index} has {_shapes(a)}; DataSet.__getitem__ must return the same shapes for every item "
+                        "(resize or pad them)"
+                    )
+        return ScorchError(f"{path}: the {mode} set's items {indices[:4]}... cannot be batched: {collate_exc}")
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ScorchError(
+        f"a data loader worker failed on the {mode} set ({text}), though its items load here; it may have run out of "
+        "memory or crashed in native code: try --workers 0, or fewer workers"
+    )

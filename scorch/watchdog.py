@@ -1,0 +1,64 @@
+"""The stall watchdog: a rank that makes no progress for --stall-timeout seconds ends the job.
+
+Without it a rank stuck in user code (a hung file system, a dead lock) leaves every
+other rank waiting in a collective forever. The training thread only stores a
+timestamp per step (`Trainer.heartbeat`); this thread does the checking.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+EXIT_STALLED = 6
+
+
+def where(thread: threading.Thread, depth: int = 8) -> str:
+    """The innermost frames of `thread`'s stack, formatted like a traceback."""
+    frame = sys._current_frames().get(thread.ident)
+    if frame is None:
+        return "  (stack unavailable)\n"
+    return "".join(traceback.format_stack(frame)[-depth:])
+
+
+class StallWatchdog:
+    def __init__(self, trainer: Any, timeout: float) -> None:
+        self.trainer = trainer
+        self.timeout = timeout
+        self.watched = threading.current_thread()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="scorch-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self.trainer.heartbeat = time.perf_counter()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.timeout / 4)):
+            idle = time.perf_counter() - self.trainer.heartbeat
+            if idle > self.timeout:
+                self._stalled(idle)
+
+    def _stalled(self, idle: float) -> None:
+        t = self.trainer
+        stack = where(self.watched)
+        waiting = any(name in stack for name in ("horovod", "torch/distributed", "mpi"))
+        what = "waiting for another rank in a collective" if waiting else f"stuck while {t.phase}"
+        reason = (f"rank {t.dist.rank} made no progress for {idle:.0f} s (--stall-timeout {self.timeout:g}) "
+                  f"at epoch {t.epoch + 1}, step {t.epoch_step}: {what}")
+        sys.stderr.write(f"scorch-train: error: {reason}; it is here:\n{stack}")
+        sys.stderr.flush()
+        try:
+            t.end("failed", reason, wait=5.0)
+            t.close(wait=5.0)
+        finally:
+            os._exit(EXIT_STALLED)

@@ -13,7 +13,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["scorch", "scorch.callbacks", "scorch.telemetry", "scorch_tui", "scorch_tui.widgets"],
+    packages=["scorch", "scorch.callbacks", "scorch.telemetry", "scorch_tui", "scorch_tui.screens", "scorch_tui.widgets"],
     package_dir={"scorch_tui": "tui"},
     package_data={"scorch_tui": ["*.tcss"]},
     install_requires=[
@@ -26,6 +26,8 @@ setup(
     ],
     extras_require={
         "examples": ["scikit-learn"],
+        # bench/overhead.py compares against Lightning when it is installed.
+        "bench": ["lightning==2.6.6", "scikit-learn"],
         "gpu": ["nvidia-ml-py"],
         # Horovod 0.28.1 needs a patched build against torch 2.x: run scripts/install-horovod.sh.
         "horovod": [],
@@ -42,6 +44,8 @@ setup(
     entry_points={
         "console_scripts": [
             "scorch-train=scorch.cli:main",
+            "scorch-ctl=scorch.ctl:console_main",
+            "scorch-tui=scorch_tui.cli:main",
         ],
     },
 )

@@ -33,17 +33,31 @@ def atomic_save(obj: Any, path: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        cause = _os_error(exc) if isinstance(exc, RuntimeError) else None
+        if cause is not None:
+            raise cause from None  # torch's zip writer turns a full disk into RuntimeError("unexpected pos ...")
         raise
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError that `exc` was raised from or while handling, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def load(path: str, map_location: str = "cpu") -> dict:

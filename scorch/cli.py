@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import traceback
@@ -12,6 +13,8 @@ from scorch.config import TrainConfig, add_arguments, from_namespace
 from scorch.errors import ScorchError, UserCodeError
 
 EXIT_FAILED = 1
+DISK_WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                     errno.EROFS: "read-only file system"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +67,9 @@ def report(exc: BaseException, debug: bool) -> int:
     err = as_user_error(exc, "training")
     if err is not None:
         return report(err, False) if not debug else err.exit_code
+    if isinstance(exc, OSError) and exc.errno in DISK_WRITE_ERRORS:  # the event log or run.json on a full disk
+        return report(ScorchError(f"could not write {exc.filename or 'to the run folder'}: {DISK_WRITE_ERRORS[exc.errno]}; "
+                                  "free space, then --resume the run", exit_code=5), debug)
     if not debug:
         traceback.print_exception(exc)
         print("scorch-train: internal error (a scorch bug); please report it with the traceback above", file=sys.stderr)

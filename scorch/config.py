@@ -46,6 +46,11 @@ class TrainConfig:
     amp: str = opt("off", "mixed precision: bf16 autocast, or fp16 autocast with loss scaling", choices=("off", "bf16", "fp16"))
     accumulate: int = opt(1, "accumulate gradients over N batches per optimizer step")
 
+    # Several processes (mpirun, horovodrun, torchrun): see docs/distributed.md.
+    backend: str = opt("auto", "distributed engine; auto follows the launcher: mpirun/horovodrun -> horovod, torchrun -> torch, "
+                       "no launcher -> none (one process)", choices=("auto", "none", "horovod", "torch"))
+    scale_lr: bool = opt(False, "multiply each learning rate by the number of ranks (the usual start for N times the batch)")
+
     # Where things go.
     run_dir: str = opt("", "run folder (default runs/<date>-<time>-<model stem>)", metavar="DIR")
     checkpoint: str = opt("", "load model weights from this checkpoint before training (2018's -c)", "-c", metavar="FILE")

@@ -1,15 +1,38 @@
 """One small facade over the distributed engine: single process (default), Horovod, torch.distributed.
 
 Every method marked "all ranks" must be called by every process at the same
-point, or the job hangs in the collective.
+point, or the job hangs in the collective. `create(backend)` picks the engine:
+`auto` follows the launcher (mpirun/horovodrun: Horovod; torchrun:
+torch.distributed; nothing: one process).
+
+How gradients are averaged, the same way on both engines: the user's optimizer
+stays the one that steps (its state, its scheduler and the checkpoint format are
+unchanged); `wrap_optimizer` returns an `AveragedOptimizer` whose `step()` first
+replaces each trainable gradient by its exact mean over ranks (sum, then divide
+by the number of ranks). Only the parameters of `Socket.train_modules` take
+part; frozen ones have `requires_grad=False` and never travel. Horovod starts
+each gradient's allreduce from a backward hook, so communication overlaps the
+rest of the backward pass; torch.distributed allreduces one flat buffer per
+dtype and device at `step()` (DDP would overlap too, but it wraps the model,
+renames its state_dict keys and averages only what the forward used; one
+flat allreduce is exact, simple, and on CPU/gloo as fast for the models here).
+
+Importing this module is cheap: torch and Horovod load only when an engine starts.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from scorch.errors import ScorchError
+
+INSTALL_HOROVOD = "bash scripts/install-horovod.sh"
+BACKENDS = ("auto", "none", "horovod", "torch")
 
 
 class Single:
@@ -25,11 +48,11 @@ class Single:
         return self.rank == 0
 
     def allreduce(self, tensor: Any, op: str = "sum") -> Any:
-        """All ranks: reduce `tensor` (op: sum|mean) across ranks; returns the result."""
+        """All ranks: reduce `tensor` (op: sum|mean|max|min) across ranks; returns the result."""
         return tensor
 
     def allgather_object(self, obj: Any) -> list:
-        """All ranks: every rank's `obj`, in rank order."""
+        """All ranks: every rank's `obj` (picklable), in rank order."""
         return [obj]
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
@@ -39,12 +62,21 @@ class Single:
     def barrier(self) -> None:
         """All ranks: wait until every rank gets here."""
 
-    def wrap_optimizer(self, optimizer: Any, named_parameters: list) -> Any:
-        """All ranks: an optimizer that averages gradients across ranks."""
+    def wrap_optimizer(self, optimizer: Any, named_parameters: list, backward_passes: int = 1) -> Any:
+        """All ranks: an optimizer that steps on gradients averaged across ranks.
+
+        `named_parameters`: the (name, parameter) pairs that train (Socket.train_modules);
+        `backward_passes`: backward() calls per step (gradient accumulation)."""
         return optimizer
 
+    def average_gradients(self, optimizer: Any) -> None:
+        """All ranks: average the gradients now, before anything reads them (the AMP scaler's
+        inf check); `step()` does it itself when this was not called."""
+        if isinstance(optimizer, AveragedOptimizer):
+            optimizer.synchronize()
+
     def broadcast_state(self, model: Any, optimizer: Any) -> None:
-        """All ranks: copy parameters and optimizer state from rank 0."""
+        """All ranks: copy parameters, buffers and optimizer state from rank 0."""
 
     def wrap_model(self, model: Any) -> Any:
         return model
@@ -57,8 +89,289 @@ class Single:
         pass
 
 
-def create(backend: str = "auto") -> Single:
-    """The engine for `--backend` (auto: detect the launcher)."""
-    if backend in ("auto", "none"):
+class AveragedOptimizer:
+    """The user's optimizer, stepping on gradients averaged over ranks.
+
+    Everything but `step` and `synchronize` goes to the user's optimizer
+    (param_groups, state_dict, load_state_dict, zero_grad), so schedulers, the
+    AMP scaler and checkpoints see the optimizer they know."""
+
+    def __init__(self, optimizer: Any, average: Callable[[], None]) -> None:
+        self.optimizer = optimizer
+        self._average = average
+        self._averaged = False
+
+    def synchronize(self) -> None:
+        """All ranks: average the gradients of the last backward pass(es), once per step."""
+        if not self._averaged:
+            self._average()
+            self._averaged = True
+
+    def step(self, closure: Any = None) -> Any:
+        self.synchronize()
+        self._averaged = False
+        return self.optimizer.step() if closure is None else self.optimizer.step(closure)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._averaged = False  # also after a step the AMP scaler skipped
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "optimizer":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
+
+class Horovod(Single):
+    """Horovod (horovod.torch), under mpirun or horovodrun: MPI or Gloo, NCCL on GPUs."""
+
+    name = "horovod"
+
+    def __init__(self) -> None:
+        import horovod.torch as hvd
+        from horovod.common.exceptions import HorovodInternalError
+
+        hvd.init()
+        self.hvd = hvd
+        self.rank, self.local_rank, self.size = hvd.rank(), hvd.local_rank(), hvd.size()
+        self._lost = HorovodInternalError
+        self._ops = {"sum": hvd.Sum, "mean": hvd.Average, "max": getattr(hvd, "Max", None), "min": getattr(hvd, "Min", None)}
+
+    @contextmanager
+    def _peers(self) -> Iterator[None]:
+        """A collective whose peers may be gone: say so in one line instead of a Horovod traceback."""
+        try:
+            yield
+        except self._lost as exc:
+            raise _peer_lost(self.rank, exc) from None
+
+    def allreduce(self, tensor: Any, op: str = "sum") -> Any:
+        with self._peers():
+            return self.hvd.allreduce(tensor, op=self._ops[op])
+
+    # Horovod pairs ranks' operations by name, and its default name is the object's type,
+    # which differs between the root (a dict) and the others (None): always name them.
+    def allgather_object(self, obj: Any) -> list:
+        with self._peers():
+            return self.hvd.allgather_object(obj, name="scorch.allgather_object")
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        with self._peers():
+            return self.hvd.broadcast_object(obj, root_rank=root, name="scorch.broadcast_object")
+
+    def barrier(self) -> None:
+        with self._peers():
+            self.hvd.barrier()
+
+    def wrap_optimizer(self, optimizer: Any, named_parameters: list, backward_passes: int = 1) -> Any:
+        # Horovod wants a name for every parameter the optimizer holds; the frozen ones
+        # (requires_grad=False) get placeholder names and no hook, so they never travel.
+        named = list(named_parameters)
+        listed = {id(p) for _, p in named}
+        named += [(f"scorch.unlisted.{i}.{j}", p) for i, group in enumerate(optimizer.param_groups)
+                  for j, p in enumerate(group["params"]) if id(p) not in listed]
+        # The Horovod optimizer only averages (hooks start each allreduce during backward);
+        # the user's optimizer keeps stepping, so its state is the one checkpoints save.
+        averager = self.hvd.DistributedOptimizer(optimizer, named_parameters=named,
+                                                 backward_passes_per_step=backward_passes, op=self.hvd.Average)
+
+        def average() -> None:
+            with self._peers():
+                averager.synchronize()
+
+        return AveragedOptimizer(optimizer, average)
+
+    def broadcast_state(self, model: Any, optimizer: Any) -> None:
+        with self._peers():
+            self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        state = self.broadcast_object(_to_cpu(optimizer.state_dict()) if self.rank == 0 else None)
+        if self.rank != 0:
+            optimizer.load_state_dict(state)
+
+    def shutdown(self) -> None:
+        self.hvd.shutdown()
+
+
+class TorchDistributed(Single):
+    """torch.distributed under torchrun: gloo on CPU, nccl on GPUs (objects always travel over gloo)."""
+
+    name = "torch"
+
+    def __init__(self, device: str) -> None:
+        import torch
+        import torch.distributed as td
+
+        missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            raise ScorchError(f"--backend torch: not started by torchrun ({', '.join(missing)} not set); run "
+                              "`torchrun --nproc-per-node N --no-python scorch-train ...`, or use --backend none")
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        if use_cuda and torch.cuda.is_available():
+            torch.cuda.set_device(self.local_rank % torch.cuda.device_count())
+        td.init_process_group(backend="nccl" if use_cuda else "gloo")
+        self.td, self.torch = td, torch
+        self.rank, self.size = td.get_rank(), td.get_world_size()
+        # Objects (control requests, metrics' inputs) and CPU tensors go over gloo, never through the GPU.
+        self._cpu_group = td.new_group(backend="gloo") if use_cuda else None
+        self._ops = {"sum": td.ReduceOp.SUM, "mean": td.ReduceOp.SUM, "max": td.ReduceOp.MAX, "min": td.ReduceOp.MIN}
+        atexit.register(self.shutdown)
+
+    @contextmanager
+    def _peers(self) -> Iterator[None]:
+        try:
+            yield
+        except RuntimeError as exc:  # gloo/nccl: "Connection closed by peer", DistBackendError, ...
+            raise _peer_lost(self.rank, exc) from None
+
+    def _group(self, tensor: Any) -> Any:
+        return self._cpu_group if tensor.device.type == "cpu" else None
+
+    def allreduce(self, tensor: Any, op: str = "sum") -> Any:
+        result = tensor.clone()
+        with self._peers():
+            self.td.all_reduce(result, op=self._ops[op], group=self._group(result))
+        return result / self.size if op == "mean" else result
+
+    def allgather_object(self, obj: Any) -> list:
+        gathered: list = [None] * self.size
+        with self._peers():
+            self.td.all_gather_object(gathered, obj, group=self._cpu_group)
+        return gathered
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        box = [obj]
+        with self._peers():
+            self.td.broadcast_object_list(box, src=root, group=self._cpu_group)
+        return box[0]
+
+    def barrier(self) -> None:
+        with self._peers():
+            self.td.barrier(group=self._cpu_group)
+
+    def wrap_optimizer(self, optimizer: Any, named_parameters: list, backward_passes: int = 1) -> Any:
+        params = [p for _, p in named_parameters if p.requires_grad]
+
+        def average() -> None:
+            from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+            for p in params:  # a parameter this rank's forward did not use still takes part (as zeros)
+                if p.grad is None:
+                    p.grad = self.torch.zeros_like(p)
+            buckets: dict = {}
+            for p in params:
+                buckets.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+            with self._peers():
+                for grads in buckets.values():
+                    flat = _flatten_dense_tensors(grads)
+                    self.td.all_reduce(flat, group=self._group(flat))
+                    flat /= self.size
+                    for grad, mean in zip(grads, _unflatten_dense_tensors(flat, grads)):
+                        grad.copy_(mean)
+
+        return AveragedOptimizer(optimizer, average)
+
+    def broadcast_state(self, model: Any, optimizer: Any) -> None:
+        with self._peers():
+            for tensor in model.state_dict().values():
+                self.td.broadcast(tensor, src=0, group=self._group(tensor))
+        state = self.broadcast_object(_to_cpu(optimizer.state_dict()) if self.rank == 0 else None)
+        if self.rank != 0:
+            optimizer.load_state_dict(state)
+
+    def shutdown(self) -> None:
+        if self.td.is_initialized():
+            self.td.destroy_process_group()
+
+
+def launcher() -> tuple[str, int]:
+    """Which launcher started this process, and how many processes it started: ("", 1) for none."""
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env or ("LOCAL_RANK" in env and "WORLD_SIZE" in env):
+        return "torchrun", int(env.get("WORLD_SIZE", "1"))
+    if "HOROVOD_SIZE" in env:
+        return "horovodrun", int(env["HOROVOD_SIZE"])
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"):  # OpenMPI, MPICH/Intel MPI, MVAPICH
+        if var in env:
+            return "mpirun", int(env[var])
+    return "", 1
+
+
+def create(backend: str = "auto", device: str = "auto") -> Single:
+    """The engine for `--backend` (auto: the launcher's)."""
+    started_by, size = launcher()
+    if backend == "auto":
+        backend = {"torchrun": "torch", "horovodrun": "horovod", "mpirun": "horovod"}.get(started_by, "none") if size > 1 else "none"
+        if backend == "horovod":
+            _check_horovod(f"{started_by} started {size} processes, which train together with Horovod, but")
+    if backend == "none":
+        if size > 1:
+            raise ScorchError(f"--backend none: {started_by} started {size} processes, which would each train alone and "
+                              "write the same run folder; use --backend auto, or start one process")
         return Single()
-    raise ScorchError(f"--backend {backend}: not available in this build; use --backend none")
+    if backend == "horovod":
+        _check_horovod("--backend horovod:")
+        return Horovod()
+    if backend == "torch":
+        return TorchDistributed(device)
+    raise ScorchError(f"--backend {backend}: unknown; use one of {', '.join(BACKENDS)}")
+
+
+def share_from_rank_zero(engine: Single, work: Callable[[], Any], for_others: Callable[[Any], Any] | None = None) -> Any:
+    """All ranks: `work()` run on rank 0 alone; rank 0 gets its result, the other ranks
+    `for_others(result)` (default: the result itself).
+
+    For files only rank 0 may have (checkpoints live where rank 0 wrote them). A
+    ScorchError raised there is raised on every rank, so none waits for a value
+    that will never come."""
+    if engine.size == 1:
+        return work()
+    result, error = None, None
+    if engine.is_global_zero:
+        try:
+            result = work()
+        except ScorchError as exc:
+            error = (exc.message, exc.exit_code)
+    shared = for_others(result) if for_others is not None and engine.is_global_zero and error is None else result
+    shared, error = engine.broadcast_object((shared, error))
+    if error is not None:
+        raise ScorchError(*error)
+    return result if engine.is_global_zero else shared
+
+
+def scale_learning_rate(optimizer: Any, scheduler: Any, factor: float) -> None:
+    """--scale-lr: multiply every param group's learning rate (and a scheduler's base rates) by `factor`."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+
+
+def _check_horovod(context: str) -> None:
+    try:
+        import horovod.torch  # noqa: F401
+    except Exception as exc:  # not installed, or built against another torch (undefined symbol)
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ScorchError(f"{context} Horovod cannot be imported ({why}); install it with `{INSTALL_HOROVOD}` "
+                          "(from the scorch repository; builds Horovod 0.28.1 against your torch)") from None
+
+
+def _peer_lost(rank: int, exc: BaseException) -> ScorchError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ScorchError(f"rank {rank}: another rank left the job, so this one stops too ({first[:200]}); "
+                       "that rank's own message says why", exit_code=1)
+
+
+def _to_cpu(obj: Any) -> Any:
+    """A copy of a (nested) state dict with every tensor on the CPU: safe to pickle to any rank's device."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj

@@ -24,6 +24,7 @@ from scorch import user_code
 from scorch.callbacks import Callback
 from scorch.callbacks.early_stopping import Monitor
 from scorch.config import TrainConfig
+from scorch.dist import Single, scale_learning_rate, share_from_rank_zero
 from scorch.errors import NonFiniteLoss, ScorchError
 from scorch.run_folder import RunFolder
 from scorch.telemetry.control import Control, Request
@@ -41,19 +42,22 @@ from scorch.telemetry.protocol import (
 from scorch.telemetry.sysstats import SystemSampler
 
 STEP_EVENT_INTERVAL = 0.25  # seconds between `step` events: a few per second
+SYNC_EVERY = 8  # steps between the ranks' agreements (control, NaN, per-rank figures): see docs/distributed.md
 SYSTEM_EVENT_INTERVAL = 2.0  # seconds between `system` events (per-rank CPU/RAM/GPU)
 
 
 class EpochSampler(Sampler):
     """This rank's share of an epoch: a permutation fixed by (seed, epoch), dealt
     round-robin to ranks (so N ranks of batch B see what 1 rank of batch N*B
-    sees), starting `skip` samples in when resuming mid-epoch."""
+    sees), starting `skip` samples in when resuming mid-epoch. Training pads
+    (repeats the first samples) so every rank takes as many steps; evaluation
+    does not (`pad=False`): the ranks' shares are then the set exactly once."""
 
-    def __init__(self, length: int, shuffle: bool, seed: int, rank: int = 0, size: int = 1) -> None:
-        self.length, self.shuffle, self.seed, self.rank, self.size = length, shuffle, seed, rank, size
+    def __init__(self, length: int, shuffle: bool, seed: int, rank: int = 0, size: int = 1, pad: bool = True) -> None:
+        self.length, self.shuffle, self.seed, self.rank, self.size, self.pad = length, shuffle, seed, rank, size, pad
         self.epoch = 0
         self.skip = 0
-        self.per_rank = math.ceil(length / size)
+        self.per_rank = math.ceil(length / size) if pad else len(range(rank, length, size))
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
@@ -64,7 +68,9 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.length, generator=g).tolist()
         else:
             order = list(range(self.length))
-        order += order[: self.per_rank * self.size - self.length]  # pad so every rank has as many
+        if self.pad:  # every rank as many samples
+            missing = self.per_rank * self.size - self.length
+            order += (order * (missing // max(1, self.length) + 1))[:missing]
         return iter(order[self.rank :: self.size][self.skip :])
 
     def __len__(self) -> int:
@@ -148,7 +154,9 @@ class Trainer:
         for p in self.frozen:
             p.requires_grad_(False)
         named = [(n, p) for n, p in self.network.named_parameters() if id(p) in train_params]
-        self.optimizer = dist.wrap_optimizer(self.socket.optimizer, named)
+        self.optimizer = dist.wrap_optimizer(self.socket.optimizer, named, backward_passes=config.accumulate)
+        if config.scale_lr and dist.size > 1:  # N times the batch: the usual advice is N times the learning rate
+            scale_learning_rate(self.socket.optimizer, getattr(self.socket, "scheduler", None), dist.size)
 
         self.monitor = Monitor(config.monitor, config.mode, config.early_stop_patience, config.min_delta)
         self.epoch = 0  # the epoch in progress (0-based)
@@ -164,8 +172,9 @@ class Trainer:
         self._last_metrics: dict = {}
         self.hosts: list[str] = [os.uname().nodename]
         self.policy = ckpt.CheckpointPolicy(run.checkpoints, config.dump_period, config.keep) if run else None
-        # Ranks agree on control requests every `sync_every` steps (one small collective).
-        self.sync_every = 0 if dist.size == 1 else 8
+        # Ranks agree on control requests (and NaNs) every `sync_every` steps: one small collective.
+        self.sync_every = 0 if dist.size == 1 else SYNC_EVERY
+        self._nonfinite: tuple | None = None  # with several ranks: (epoch, step, message) of a NaN/inf seen here
         self.stats = SystemSampler(dist.rank)
         self.autocast, self.scaler = _mixed_precision(config.amp, device)
         self._local_stats: dict | None = None  # this rank's latest figures, not yet sent to rank 0
@@ -180,7 +189,9 @@ class Trainer:
         self.loaders = {"train": self._loader(datasets["train"], self.train_sampler)}
         for mode in ("valid", "test"):
             if len(datasets[mode]):
-                self.loaders[mode] = self._loader(datasets[mode], EpochSampler(len(datasets[mode]), False, 0, dist.rank, dist.size))
+                # Validation: each rank its share, gathered back whole. Test inference: rank 0 (the writer), all of it.
+                rank, size = (dist.rank, dist.size) if mode == "valid" else (0, 1)
+                self.loaders[mode] = self._loader(datasets[mode], EpochSampler(len(datasets[mode]), False, 0, rank, size, pad=False))
 
     def _loader(self, dataset: Any, sampler: Sampler) -> DataLoader:
         workers = self.config.workers
@@ -298,8 +309,8 @@ class Trainer:
                 user_code.check_outputs(outputs, self.model.path)
                 user_code.check_loss(loss, self.model.path)
                 self._checked_first_batch = True
-            if skip_nan and not torch.isfinite(loss):  # a sync per step, only when asked for
-                self.log(f"skipped batch at epoch {self.epoch + 1}, step {self.epoch_step + 1}: loss is {loss.item()}")
+            if skip_nan and not math.isfinite(value := self._loss_everywhere(loss)):  # a sync per step, only when asked for
+                self.log(f"skipped batch at epoch {self.epoch + 1}, step {self.epoch_step + 1}: loss is {value}")
                 self.epoch_step += 1
                 continue
             self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
@@ -307,6 +318,7 @@ class Trainer:
             self.epoch_step += 1
             if self.epoch_step % accumulate:
                 continue  # gradients accumulate; no optimizer step, no control at this batch
+            self.dist.average_gradients(optimizer)  # all ranks, before the AMP scaler checks them for inf
             self.scaler.step(optimizer)
             self.scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -326,7 +338,7 @@ class Trainer:
                 window_start, next_event, data_wait = now, now + STEP_EVENT_INTERVAL, 0.0
             # Control: checkpoint/stop requests, the same step on every rank.
             if self.sync_every:
-                if self.epoch_step % self.sync_every == 0 and self.agree():
+                if self.epoch_step % self.sync_every == 0 and self.agree(window):
                     break
             elif self.control.pending:
                 self.apply_requests(self.control.take())
@@ -334,14 +346,17 @@ class Trainer:
                     break
         if window:  # a stop mid-window
             self._take_window(window)
+        if self.sync_every:  # a NaN any rank saw, a request that came late: settled before validation
+            self.agree()
         done = max(1, self.epoch_step)
-        return float(self._epoch_loss.item()) / done
+        loss = torch.tensor([self._epoch_loss.item() / done], dtype=torch.float64)
+        return float(self.dist.allreduce(loss, "mean"))  # ranks saw equal shares: the mean is the epoch's, on every rank
 
     @torch.no_grad()
     def evaluate(self, mode: str, max_iterations: int) -> dict[str, float]:
         """Socket.metrics over the whole `mode` set (all its batches at once), plus mean loss."""
         loader = self.loaders.get(mode) if mode != "train" else self._loader(self.datasets["train"], EpochSampler(
-            len(self.datasets["train"]), False, 0, self.dist.rank, self.dist.size))
+            len(self.datasets["train"]), False, 0, self.dist.rank, self.dist.size, pad=False))
         if loader is None or max_iterations == 0:
             return {}
         self.network.eval()
@@ -363,6 +378,8 @@ class Trainer:
             all_targets.append(targets)
         outputs = [torch.cat(parts) for parts in zip(*all_outputs)]
         targets = [torch.cat(parts) if isinstance(parts[0], torch.Tensor) else sum(parts, []) for parts in zip(*all_targets)]
+        if self.dist.size > 1:  # every rank's share, back in dataset order: every rank computes the whole set's metrics
+            outputs, targets, loss_sum, count = self._gather_whole_set(loader.sampler, outputs, targets, loss_sum, count)
         metrics = self.socket.metrics(outputs, targets)
         user_code.check_metrics(metrics, self.model.path)
         result = {name: _to_float(value) for name, value in metrics.items()}
@@ -374,8 +391,8 @@ class Trainer:
     @torch.no_grad()
     def test_inference(self) -> None:
         loader = self.loaders.get("test")
-        if loader is None or not self.model.has_process or self.config.max_test_iterations == 0:
-            return
+        if loader is None or not self.model.has_process or self.config.max_test_iterations == 0 or not self.dist.is_global_zero:
+            return  # its results go to TensorBoard, which rank 0 alone writes
         self.network.eval()
         self.phase = "running test inference"
         for i, (inputs, _) in enumerate(self._batches("test")):
@@ -398,12 +415,21 @@ class Trainer:
 
     # -- control --------------------------------------------------------------------------
 
-    def agree(self) -> bool:
-        """All ranks: pool every rank's pending requests, apply them; True if training must stop now."""
-        pooled = self.dist.allgather_object((self.control.take(), self._local_stats))
+    def agree(self, window: list[torch.Tensor] = ()) -> bool:
+        """All ranks: pool every rank's pending requests, apply them; True if training must stop now.
+
+        A NaN/inf loss any rank has seen ends the run here, on every rank. The losses of `window`
+        not yet read are looked at first (the gradient allreduce has already synced the device),
+        so the step named is the first bad one whichever rank had it."""
+        if window and self._nonfinite is None:
+            self._check_finite(torch.stack(window).double())
+        pooled = self.dist.allgather_object((self.control.take(), self._local_stats, self._nonfinite))
         self._local_stats = None
-        requests = list(dict.fromkeys(req for rank_requests, _ in pooled for req in rank_requests))
-        fresh = {stats["rank"]: stats for _, stats in pooled if stats is not None}
+        nonfinite = sorted(seen for _, _, seen in pooled if seen)
+        if nonfinite:  # every rank stops here, naming the first NaN/inf any rank saw
+            raise NonFiniteLoss(nonfinite[0][2])
+        requests = list(dict.fromkeys(req for rank_requests, _, _ in pooled for req in rank_requests))
+        fresh = {stats["rank"]: stats for _, stats, _ in pooled if stats is not None}
         if fresh:
             self._rank_stats.update(fresh)
             if 0 in fresh:  # rank 0's clock paces the `system` events
@@ -445,14 +471,50 @@ class Trainer:
         self._epoch_loss += total
         mean = total.item() / len(window)
         if not math.isfinite(mean):
-            bad = int((~torch.isfinite(losses)).nonzero()[0])
-            value = losses[bad].item()
-            step = self.epoch_step - len(window) + bad + 1
-            raise NonFiniteLoss(
-                f"loss became {value} at epoch {self.epoch + 1}, step {step}; the last good checkpoint is kept. "
-                "Lower the learning rate, check the data, or pass --on-nan skip to skip such batches"
-            )
+            self._check_finite(losses)
         return mean
+
+    def _check_finite(self, losses: torch.Tensor) -> None:
+        """The first NaN/inf among the latest `losses` ends the run: at once with one rank; with
+        several, noted here and ended on every rank at the next agreement."""
+        if bool(torch.isfinite(losses).all()):
+            return
+        bad = int((~torch.isfinite(losses)).nonzero()[0])
+        value = losses[bad].item()
+        step = self.epoch_step - len(losses) + bad + 1
+        where = f" on rank {self.dist.rank}" if self.dist.size > 1 else ""
+        message = (f"loss became {value} at epoch {self.epoch + 1}, step {step}{where}; the last good checkpoint is kept. "
+                   "Lower the learning rate, check the data, or pass --on-nan skip to skip such batches")
+        if self.dist.size == 1:
+            raise NonFiniteLoss(message)
+        self._nonfinite = self._nonfinite or (self.epoch, step, message)
+
+    def _loss_everywhere(self, loss: torch.Tensor) -> float:
+        """All ranks: this step's loss averaged over ranks; NaN/inf if it is on any rank (so all skip alike)."""
+        value = loss.detach().double().reshape(1).cpu()
+        return float(self.dist.allreduce(value, "sum")) / self.dist.size
+
+    def _gather_whole_set(self, sampler: Sampler, outputs: list, targets: list, loss_sum: float,
+                          count: int) -> tuple[list, list, float, int]:
+        """All ranks: every rank's evaluation share put back in dataset order, so Socket.metrics sees the whole
+        set once, as one process would, and every rank computes the same metrics (early stopping agrees)."""
+        def cpu(items: list) -> list:
+            return [x.cpu() if isinstance(x, torch.Tensor) else x for x in items]
+
+        mine = list(sampler)[: len(outputs[0])] if outputs else []
+        pooled = self.dist.allgather_object((mine, cpu(outputs), cpu(targets), loss_sum, count))
+        shares = [share for share in pooled if share[0]]
+        order = torch.tensor([i for share in shares for i in share[0]]).argsort()
+
+        def whole(parts: tuple) -> Any:
+            if isinstance(parts[0], torch.Tensor):
+                return torch.cat(parts)[order].to(self.device)
+            flat = [x for part in parts for x in part]
+            return [flat[i] for i in order.tolist()]
+
+        return ([whole(parts) for parts in zip(*(share[1] for share in shares))],
+                [whole(parts) for parts in zip(*(share[2] for share in shares))],
+                sum(share[3] for share in pooled), sum(share[4] for share in pooled))
 
     def install_signal_handlers(self) -> dict:
         """SIGTERM/SIGUSR1 (preemption) and SIGINT (Ctrl-C) become stop requests; returns the old handlers."""
@@ -499,8 +561,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.network.load_state_dict(state["model_state"])
-        self.socket.optimizer.load_state_dict(state["optimizer_state"])
+        if "model_state" in state:  # ranks other than 0 get no weights here: broadcast_state brings them
+            self.network.load_state_dict(state["model_state"])
+            self.socket.optimizer.load_state_dict(state["optimizer_state"])
         scheduler = getattr(self.socket, "scheduler", None)
         if scheduler is not None and state.get("scheduler_state") is not None:
             scheduler.load_state_dict(state["scheduler_state"])
@@ -527,7 +590,8 @@ class Trainer:
         except OSError as exc:
             message = ckpt.describe_write_error(exc, path)
             if self.config.on_save_error == "stop":
-                raise ScorchError(message + "; free space or fix the folder, then --resume the run", exit_code=5) from None
+                raise ScorchError(message + "; free space or fix the folder, then --resume the run (or pass --on-save-error "
+                                  "continue to train on without checkpoints)", exit_code=5) from None
             self.log(message + "; training goes on (--on-save-error continue)", level="error")
             return
         self.emit(CheckpointSaved(path=path, reason=reason, epoch=self.epoch, step=self.step))
@@ -547,7 +611,12 @@ class Trainer:
     def end(self, status: str, reason: str, wait: float = -1) -> None:
         self.emit(RunEnded(status=status, reason=reason, epoch=self.epoch, step=self.step), wait=wait)
         if self.run is not None and self.dist.is_global_zero:
-            self.run.write_info(state=status, reason=reason, ended=time.time())
+            try:
+                self.run.write_info(state=status, reason=reason, ended=time.time())
+            except OSError as exc:  # a full disk: why the run ended matters more than run.json's state
+                import sys
+
+                print(f"scorch-train: warning: could not record the end in {self.run.info_path}: {exc.strerror}", file=sys.stderr)
 
     # -- small helpers --------------------------------------------------------------------
 
@@ -598,12 +667,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resume_config(config: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, dict | None, str | None]:
-    """With --resume, the saved config with the flags given now on top; plus the checkpoint and its path."""
+def resume_config(config: TrainConfig, explicit: set[str], engine: Any = None) -> tuple[TrainConfig, dict | None, str | None]:
+    """With --resume, the saved config with the flags given now on top; plus the checkpoint and its path.
+
+    All ranks. Rank 0 alone reads the file (on several hosts only it may have it) and hands the
+    others all but the weights and optimizer state, which `broadcast_state` sends after."""
     if not config.resume:
         return config, None, None
-    path = ckpt.resolve_resume(config.resume)
-    state = ckpt.load(path)
+
+    def read() -> tuple[str, dict]:
+        path = ckpt.resolve_resume(config.resume)
+        return path, ckpt.load(path)
+
+    def without_weights(found: tuple[str, dict]) -> tuple[str, dict]:
+        return found[0], {k: v for k, v in found[1].items() if k not in ("model_state", "optimizer_state")}
+
+    path, state = share_from_rank_zero(engine or Single(), read, for_others=without_weights)
     saved = dict(state.get("config") or {})
     saved.update({k: v for k, v in config.to_dict().items() if k in explicit})
     saved["resume"] = config.resume
@@ -620,8 +699,8 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
     from scorch.callbacks.jsonl import JsonlLog
     from scorch.run_folder import default_name
 
-    dist = engine or dist_module.create(getattr(config, "backend", "auto"))
-    config, state, resumed_path = resume_config(config, set(explicit))
+    dist = engine or dist_module.create(config.backend, config.device)
+    config, state, resumed_path = resume_config(config, set(explicit), dist)
     if config.seed < 0:
         config.seed = dist.broadcast_object(random.SystemRandom().randrange(2**31))
     if config.accumulate < 1:
@@ -660,11 +739,15 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
     if run is not None:
         trainer.seq = run.last_seq()
     if config.checkpoint:
-        weights = ckpt.load(config.checkpoint)
-        try:
-            trainer.network.load_state_dict(weights["model_state"])
-        except RuntimeError as exc:
-            raise ScorchError(f"-c/--checkpoint {config.checkpoint}: weights do not fit this Network: {str(exc).splitlines()[0]}") from None
+        def load_weights() -> None:  # rank 0; broadcast_state hands them on
+            weights = ckpt.load(config.checkpoint)
+            try:
+                trainer.network.load_state_dict(weights["model_state"])
+            except RuntimeError as exc:
+                raise ScorchError(f"-c/--checkpoint {config.checkpoint}: weights do not fit this Network: "
+                                  f"{str(exc).splitlines()[0]}") from None
+
+        share_from_rank_zero(dist, load_weights)
     if state is not None:
         trainer.load_state_dict(state)
         trainer.resumed_from = resumed_path
@@ -676,7 +759,9 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
             from scorch.telemetry.publisher import Publisher
 
             try:
-                trainer.callbacks.append(Publisher(run, trainer.control, trainer.emit, config.bind, config.curve_keys))
+                # The publisher thread logs `command` events; it never waits long for the loop's lock.
+                emit = lambda event: trainer.emit(event, wait=2.0)  # noqa: E731
+                trainer.callbacks.append(Publisher(run, trainer.control, emit, config.bind, config.curve_keys))
             except BaseException:
                 trainer.close()  # e.g. a busy port: the other sinks (TensorBoard's thread) must not outlive the start
                 raise

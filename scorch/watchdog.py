@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 EXIT_STALLED = 6
+STUCK_RANK_GRACE = 3.0  # seconds a rank waiting in a collective stays, after its report, for the stuck rank's report
 
 
 def where(thread: threading.Thread, depth: int = 8) -> str:
@@ -60,5 +61,7 @@ class StallWatchdog:
         try:
             t.end("failed", reason, wait=5.0)
             t.close(wait=5.0)
+            if waiting:  # the rank really stuck fires at about the same time: let it name itself before mpirun ends the job
+                time.sleep(STUCK_RANK_GRACE)
         finally:
             os._exit(EXIT_STALLED)

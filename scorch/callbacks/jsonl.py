@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 from scorch.callbacks import Callback
@@ -17,11 +18,32 @@ class JsonlLog(Callback):
         _drop_torn_tail(self._fd)
 
     def event(self, event: Event) -> None:
-        os.write(self._fd, (event.to_json() + "\n").encode())
+        if self._fd < 0:
+            return  # a write failed: the log ended there (the error says so)
+        line = (event.to_json() + "\n").encode()
+        try:
+            written = os.write(self._fd, line)
+        except OSError as exc:
+            self._give_up(exc.errno, 0)
+        if written < len(line):  # a disk that filled up mid-line
+            self._give_up(errno.ENOSPC, written)
+
+    def _give_up(self, code: int, written: int) -> None:
+        """Take back a partial line (the log stays whole lines), stop logging, raise an OSError naming the file."""
+        try:
+            if written:
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+        raise OSError(code, os.strerror(code), self.path)
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError:
+                pass  # every line was written; a failing flush to disk is reported by the OS, not fixable here
             os.close(self._fd)
             self._fd = -1
 

@@ -11,6 +11,11 @@ Encoding
 
 Wire (ZeroMQ)
     PUB socket: multipart ``[type, json]`` (both UTF-8), one message per event.
+    Besides events it sends ``["heartbeat", {"type": "heartbeat", "v", "time",
+    "last_seq", "state"}]`` every second and at once to each new subscriber:
+    not an event (no ``seq``, not in events.jsonl; `decode` skips it), it lets
+    a subscriber know its subscription is live and notice lost events at the
+    tail of the stream.
     ROUTER socket: a client (DEALER/REQ) sends one JSON request frame and gets
     one JSON reply frame:
 
@@ -20,9 +25,25 @@ Wire (ZeroMQ)
       ``seq > last_seq``.
     - ``{"op": "command", "command": "checkpoint"|"stop", "id": "...",
       "token": "...", "after_epoch": false}`` -> ``{"op": "ack", "id": ...,
-      "status": "accepted"|"refused", "reason": "..."}``. When the trainer
-      acts on it a ``command`` event with status ``applied`` follows on the
-      stream.
+      "status": "accepted"|"refused", "reason": "..."}``. Accepted and
+      refused commands are logged as ``command`` events; when the trainer
+      acts on one, a ``command`` event with status ``applied`` follows.
+    - ``{"op": "replay", "after_seq": N, "limit": K}`` -> ``{"op": "events",
+      "events": [event, ...], "last_seq": M, "more": bool}``: the events of
+      events.jsonl with ``N < seq <= M`` (at most K, at most 5000), oldest
+      first; ask again from the last one while ``more``. The snapshot keeps
+      only the step events charts need (downsampled for long runs) and the
+      latest ``system`` event; ``replay`` gives the exact log, and fills any
+      hole a subscriber finds in the stream's seq (joined late, dropped at a
+      high-water mark).
+    - Anything else (not JSON, not an object, unknown op, over
+      MAX_REQUEST_BYTES) -> ``{"op": "error", "status": "refused", "reason": "..."}``.
+
+    Request and reply are the last frame; a DEALER sends ``[json]``, a REQ
+    ``["", json]``, and the reply comes back with the same envelope.
+    ``--bind HOST:PORT`` puts PUB on PORT and ROUTER on PORT+1 (port 0: two
+    free ports); run.json records both as ``{"telemetry": {"publish": ...,
+    "control": ..., "curve_server_key": ...}}``, the key only with CURVE.
 
 Readers ignore unknown fields and skip unknown event types (`decode` returns
 None); anything malformed raises `ProtocolError` and nothing else.
@@ -45,6 +66,7 @@ RUN_STATES = ("running", "completed", "stopped", "early_stopped", "preempted", "
 END_STATUSES = RUN_STATES[1:]
 COMMANDS = ("checkpoint", "stop")
 COMMAND_STATUSES = ("accepted", "applied", "refused")
+HEARTBEAT = "heartbeat"  # PUB message type that is not an event (see Wire above)
 
 
 class ProtocolError(ValueError):
@@ -132,9 +154,11 @@ class EpochEnd(Event):
 class System(Event):
     """Per-rank resource use. Each entry of `ranks` is a dict:
 
-    ``{"rank", "host", "cpu" (percent), "ram" (bytes RSS), "ram_total",
-    "step_time" (s), "data_time" (s), "gpus": [{"index", "name", "util",
-    "mem_used", "mem_total", "temp", "power"}]}``. Missing figures are absent.
+    ``{"rank", "host", "cpu" (percent of one core, this process), "ram"
+    (bytes RSS), "ram_total", "host_cpu" (percent, whole host), "host_ram"
+    (bytes used, whole host), "step_time" (s), "data_time" (s), "gpus":
+    [{"index", "name", "util" (percent), "mem_used", "mem_total" (bytes),
+    "temp" (C), "power" (W)}]}``. Missing figures are absent.
     """
 
     type: ClassVar[str] = "system"
@@ -143,7 +167,11 @@ class System(Event):
 
 @dataclass(frozen=True)
 class CheckpointSaved(Event):
-    """A checkpoint file was written atomically. reason: epoch|best|request|signal|final|keep."""
+    """A checkpoint file was written atomically. reason: epoch|best|keep|request|signal.
+
+    `epoch` is the epochs completed (the checkpoint's own `epoch` key), `step` the
+    optimizer steps done, so a mid-epoch checkpoint reads "after epoch 9, step 409".
+    """
 
     type: ClassVar[str] = "checkpoint_saved"
     path: str = ""
@@ -231,7 +259,12 @@ def from_dict(data: Any) -> Event | None:
         value = data[f.name]
         if not _field_ok(value, str(f.type)):
             raise ProtocolError(f"{kind}.{f.name}: expected {f.type}, got {type(value).__name__}")
-        values[f.name] = float(value) if f.type == "float" else value
+        if f.type == "float":
+            try:
+                value = float(value)
+            except OverflowError:  # an integer too large for a float
+                raise ProtocolError(f"{kind}.{f.name}: number out of range") from None
+        values[f.name] = value
     return cls(**values)
 
 

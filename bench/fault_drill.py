@@ -1,0 +1,541 @@
+"""The fault drill, many times over: does a scorch run ever lose a checkpoint, resume inexactly, hang or crash?
+
+    python bench/fault_drill.py             # full: 50 kill -9, 20 SIGTERM, >= 10,000 fuzzed control messages
+    python bench/fault_drill.py --quick     # a few of each (about two minutes)
+    python bench/fault_drill.py --kills 100 --preempts 40 --fuzz 50000 --seed 1
+
+Every trial is a real `scorch-train` process (the two-input example, seeded, one intra-op thread)
+and every fault is real: SIGKILL, SIGTERM, and a separate process flooding the control socket.
+
+  kill -9        One run folder that checkpoints many times a second (5-step epochs, last.pt,
+                 best.pt and 2 kept epoch-K.pt of 4 MiB each). Each trial starts (or resumes)
+                 it, waits for a checkpoint from that process, then SIGKILLs it: half the trials
+                 at a random instant up to 1 s later, half as soon as a checkpoint write is under
+                 way (its temporary file exists) plus 0-3 ms. After each kill every *.pt in the
+                 folder must load with torch.load and events.jsonl must read with
+                 scorch.telemetry.protocol.read_events (which skips a torn last line); the next
+                 trial resumes from that folder, and a last resume runs two more epochs to the end.
+  SIGTERM        One straight run is the reference. Each trial starts a fresh run, sends SIGTERM
+                 at a random step, expects exit 0, run_ended "preempted" and a checkpoint with
+                 reason "signal", then resumes it to the end and compares the final weights and
+                 optimizer state with the reference, bit for bit.
+  fuzz           One live run with telemetry. Training speed (steps/s, from its own step events)
+                 is measured quiet, while a flooder aims at a closed port (what the flooder's own
+                 CPU takes from training on this machine), and while the flooder aims at the
+                 run's control socket: random bytes, 100 KiB and 2 MiB messages, floods of hello,
+                 wrong and missing tokens, random JSON, from 6 connections, half never reading.
+                 After it a valid hello must be answered and `scorch-ctl stop` obeyed.
+
+Hangs are trials that exceed their time limit (a process that neither progresses nor ends).
+Crashes are processes that end in a way they should not (not killed by us, non-zero exit).
+The bar: zero lost checkpoints, zero inexact resumes, zero hangs, zero crashes (exit code 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+EXAMPLE = os.path.join(ROOT, "examples", "two_inputs")
+HOSTILE = os.path.join(ROOT, "tests", "faults", "hostile.py")
+TRIAL_TIMEOUT = 180.0  # seconds any one process may take to reach the point a trial waits for
+
+BALLAST_MODEL = f'''
+import sys
+
+import torch
+
+sys.path.insert(0, {os.path.join(ROOT, "examples")!r})
+from two_inputs.model import Network as TwoInputs, Socket  # noqa: F401
+
+
+class Network(TwoInputs):
+    """The two-input example with a buffer of `ballast_mb` MiB: checkpoint writes take a while."""
+
+    def __init__(self, width=32, ballast_mb=0):
+        super().__init__(width)
+        self.register_buffer("ballast", torch.zeros(int(ballast_mb * 2**18)))
+'''
+
+
+class Hang(Exception):
+    """A trial exceeded its time limit."""
+
+
+def env() -> dict:
+    """The children's environment: one intra-op thread (a spinning pool on a shared 2-core box makes
+    a tiny model many times slower and every timing noise)."""
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def train_args(run_dir: str, *extra: str, size: int, model: str = "", telemetry: bool = False) -> list[str]:
+    args = ["--model", model or os.path.join(EXAMPLE, "model.py"), "--dataset", os.path.join(EXAMPLE, "dataset.py"),
+            "--dataset-path", EXAMPLE, "--dataset-args", json.dumps({"size": size}), "--run-dir", run_dir,
+            "--headless", "--seed", "7", "--no-tensorboard"]
+    return args + ([] if telemetry else ["--no-telemetry"]) + list(extra)
+
+
+class Proc:
+    """A scorch-train process; stderr kept in a file beside its run folder."""
+
+    def __init__(self, run_dir: str, args: list[str]) -> None:
+        self.run_dir = run_dir
+        self.err_path = f"{run_dir}.{time.monotonic_ns()}.stderr"
+        self._err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "scorch.cli", *args], env=env(), stdout=subprocess.DEVNULL,
+                                     stderr=self._err, start_new_session=True)
+
+    def events(self) -> list[dict]:
+        try:
+            data = open(os.path.join(self.run_dir, "events.jsonl"), "rb").read()
+        except OSError:
+            return []
+        out = []
+        for line in data.split(b"\n")[:-1]:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def has(self, wanted: Any) -> Any:
+        """A check for `wait_for`: the events of the run for which `wanted(event)` holds."""
+        return lambda: [e for e in self.events() if wanted(e)]
+
+    def wait_for(self, check: Any, timeout: float = TRIAL_TIMEOUT) -> Any:
+        """Poll until check() is truthy; Hang past the timeout; None if the process ends first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                return check() or None
+            if time.monotonic() > deadline:
+                raise Hang()
+            time.sleep(0.01)
+
+    def wait(self, timeout: float = TRIAL_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Hang() from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self._err.close()
+
+    def stderr(self) -> str:
+        try:
+            return open(self.err_path, errors="replace").read()
+        except OSError:
+            return ""
+
+
+def temp_files(run_dir: str) -> list[str]:
+    return glob.glob(os.path.join(run_dir, "checkpoints", ".*.tmp"))
+
+
+def check_folder(run_dir: str) -> tuple[int, int, str]:
+    """(checkpoints that load, checkpoints that do not, first problem) for a run folder; the event log too."""
+    from scorch import checkpoint as ckpt
+    from scorch.errors import ScorchError
+    from scorch.telemetry import protocol
+
+    good, bad, problem = 0, 0, ""
+    for path in sorted(glob.glob(os.path.join(run_dir, "checkpoints", "*.pt"))):
+        try:
+            ckpt.load(path)
+            good += 1
+        except ScorchError as exc:
+            bad += 1
+            problem = problem or exc.message
+    try:
+        protocol.read_events(os.path.join(run_dir, "events.jsonl"))
+    except Exception as exc:  # noqa: BLE001 - any failure to read is what the drill counts
+        bad += 1
+        problem = problem or f"events.jsonl does not read: {exc}"
+    return good, bad, problem
+
+
+def same_state(a: dict, b: dict) -> bool:
+    import torch
+
+    def equal(x: Any, y: Any) -> bool:
+        if isinstance(x, torch.Tensor):
+            return isinstance(y, torch.Tensor) and x.dtype == y.dtype and torch.equal(x, y)
+        if isinstance(x, dict):
+            return isinstance(y, dict) and x.keys() == y.keys() and all(equal(x[k], y[k]) for k in x)
+        if isinstance(x, (list, tuple)):
+            return type(x) is type(y) and len(x) == len(y) and all(equal(i, j) for i, j in zip(x, y))
+        return x == y
+
+    return equal(a["model_state"], b["model_state"]) and equal(a["optimizer_state"], b["optimizer_state"]) \
+        and a["step"] == b["step"]
+
+
+@dataclass
+class Row:
+    drill: str
+    trials: int = 0
+    loadable: str = "-"
+    exact: str = "-"
+    hangs: int = 0
+    crashes: int = 0
+    notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def fail(self, text: str) -> None:
+        self.failures.append(text)
+        print(f"  FAIL {self.drill}: {text}", file=sys.stderr, flush=True)
+
+
+# -- kill -9 --------------------------------------------------------------------------------------
+
+def kill_drill(work: str, trials: int, rng: random.Random) -> Row:
+    row = Row("kill -9 at random instants")
+    run_dir = os.path.join(work, "kill9")
+    model = os.path.join(work, "ballast_model.py")
+    with open(model, "w") as fh:
+        fh.write(BALLAST_MODEL)
+    args = train_args(run_dir, "--epochs", "1000000", "--max-train-iterations", "5", "--keep", "2",
+                      "--model-args", '{"ballast_mb": 4}', size=2000, model=model)
+    loaded = files_bad = mid_write = torn = resumed = 0
+    seen = 0
+    for trial in range(trials):
+        aim = "anywhere" if trial % 2 == 0 else "mid-write"
+        proc = Proc(run_dir, args)
+        try:
+            before = set(temp_files(run_dir))
+            started = proc.wait_for(proc.has(lambda e, seen=seen: e["type"] == "checkpoint_saved" and e["seq"] > seen))
+            if not started:
+                row.crashes += 1
+                row.fail(f"trial {trial}: the process ended (exit {proc.proc.returncode}) before checkpointing:\n"
+                         f"{proc.stderr()[-2000:]}")
+                break
+            if trial:
+                resumed += 1
+            if aim == "anywhere":
+                time.sleep(rng.uniform(0.0, 1.0))
+            else:
+                proc.wait_for(lambda before=before: set(temp_files(run_dir)) - before, timeout=60)
+                time.sleep(rng.uniform(0.0, 0.003))
+            if proc.proc.poll() is not None:
+                row.crashes += 1
+                row.fail(f"trial {trial}: ended on its own (exit {proc.proc.returncode}):\n{proc.stderr()[-2000:]}")
+                break
+            os.killpg(proc.proc.pid, signal.SIGKILL)
+            proc.proc.wait()
+        except Hang:
+            row.hangs += 1
+            row.fail(f"trial {trial}: no checkpoint within {TRIAL_TIMEOUT:.0f} s")
+            proc.kill()
+            break
+        finally:
+            proc.kill()
+        row.trials += 1
+        mid_write += bool(set(temp_files(run_dir)) - before)
+        with open(os.path.join(run_dir, "events.jsonl"), "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 1))
+            torn += fh.read(1) != b"\n"
+        good, bad, problem = check_folder(run_dir)
+        loaded += good
+        files_bad += bad
+        if bad:
+            row.fail(f"trial {trial}: {problem}")
+        from scorch.telemetry import protocol
+
+        seen = protocol.read_events(os.path.join(run_dir, "events.jsonl"))[-1].seq
+        args = ["--resume", run_dir, "--headless"]
+        print(f"  kill -9 trial {trial + 1}/{trials} ({aim}): {good} checkpoints load, {bad} do not", flush=True)
+    # The last resume runs to the end: the folder is still a run.
+    if row.trials == trials:
+        from scorch import checkpoint as ckpt
+
+        epochs = ckpt.load(os.path.join(run_dir, "checkpoints", "last.pt"))["epoch"] + 2
+        proc = Proc(run_dir, [*args, "--epochs", str(epochs)])
+        try:
+            code = proc.wait()
+        except Hang:
+            row.hangs += 1
+            code = None
+        finally:
+            proc.kill()
+        ended = [e for e in proc.events() if e["type"] == "run_ended"]
+        if code == 0 and ended and ended[-1]["status"] == "completed":
+            resumed += 1
+        else:
+            row.crashes += code not in (0, None)
+            row.fail(f"the final resume ended with exit {code}:\n{proc.stderr()[-2000:]}")
+    stale = len(temp_files(run_dir))
+    row.loadable = f"{loaded}/{loaded + files_bad} files"
+    row.exact = f"{resumed}/{row.trials} resumed"
+    row.notes += [f"{mid_write} kills landed mid-write", f"{torn} torn log tails (skipped, then cut on resume)",
+                  f"{stale} stale .tmp files left in checkpoints/"]
+    return row
+
+
+# -- SIGTERM --------------------------------------------------------------------------------------
+
+PREEMPT_SIZE, PREEMPT_EPOCHS = 20_000, 2  # 500 steps an epoch: seconds of training, so the signal lands mid-run
+
+
+def preempt_drill(work: str, trials: int, rng: random.Random) -> Row:
+    from scorch import checkpoint as ckpt
+
+    row = Row("SIGTERM at random steps")
+    total = PREEMPT_EPOCHS * PREEMPT_SIZE * 8 // 10 // 32
+    reference_dir = os.path.join(work, "straight")
+    proc = Proc(reference_dir, train_args(reference_dir, "--epochs", str(PREEMPT_EPOCHS), size=PREEMPT_SIZE))
+    try:
+        code = proc.wait()
+    finally:
+        proc.kill()
+    if code != 0:
+        row.fail(f"the straight reference run failed (exit {code}):\n{proc.stderr()[-2000:]}")
+        return row
+    reference = ckpt.load(os.path.join(reference_dir, "checkpoints", "last.pt"))
+    exact = preempted = loadable = missed = 0
+    for trial in range(trials + 10):  # up to 10 more, for trials whose signal came after the run had ended
+        if row.trials == trials:
+            break
+        run_dir = os.path.join(work, f"preempt-{trial}")
+        target = rng.randrange(2, int(total * 0.6))
+        proc = Proc(run_dir, train_args(run_dir, "--epochs", str(PREEMPT_EPOCHS), size=PREEMPT_SIZE))
+        try:
+            if not proc.wait_for(proc.has(lambda e, target=target: e["type"] == "step" and e["step"] >= target)):
+                row.crashes += 1
+                row.fail(f"trial {trial}: ended (exit {proc.proc.returncode}) before step {target}")
+                continue
+            proc.proc.send_signal(signal.SIGTERM)
+            code = proc.wait()
+        except Hang:
+            row.hangs += 1
+            row.fail(f"trial {trial}: did not end within {TRIAL_TIMEOUT:.0f} s of SIGTERM")
+            continue
+        finally:
+            proc.kill()
+        row.trials += 1
+        events = proc.events()
+        ended = [e for e in events if e["type"] == "run_ended"]
+        signal_saves = [e for e in events if e["type"] == "checkpoint_saved" and e["reason"] == "signal"]
+        if code == 0 and ended and ended[-1]["status"] == "completed" and ended[-1]["step"] == total:
+            missed += 1  # the signal came after the last step: the run had finished, as it should
+            row.trials -= 1
+            continue
+        if code != 0 or not ended or ended[-1]["status"] != "preempted" or not signal_saves:
+            row.crashes += code != 0
+            row.fail(f"trial {trial}: exit {code}, ended {ended[-1:] or 'never'}, signal checkpoint {bool(signal_saves)}")
+            continue
+        preempted += 1
+        good, bad, problem = check_folder(run_dir)
+        loadable += not bad
+        if bad:
+            row.fail(f"trial {trial}: {problem}")
+            continue
+        resume = Proc(run_dir, ["--resume", run_dir, "--headless"])
+        try:
+            code = resume.wait()
+        except Hang:
+            row.hangs += 1
+            row.fail(f"trial {trial}: the resume did not end within {TRIAL_TIMEOUT:.0f} s")
+            continue
+        finally:
+            resume.kill()
+        if code != 0:
+            row.crashes += 1
+            row.fail(f"trial {trial}: the resume failed (exit {code}):\n{resume.stderr()[-2000:]}")
+            continue
+        same = same_state(ckpt.load(os.path.join(run_dir, "checkpoints", "last.pt")), reference)
+        exact += same
+        if not same:
+            row.fail(f"trial {trial}: preempted at step {signal_saves[-1]['step']}, resumed weights differ from the straight run")
+        print(f"  SIGTERM trial {row.trials}/{trials}: stopped at step {signal_saves[-1]['step']} of {total}, "
+              f"resumed {'exactly' if same else 'INEXACTLY'}", flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    row.loadable = f"{loadable}/{row.trials} runs"
+    row.exact = f"{exact}/{row.trials}"
+    row.notes.append(f"{preempted}/{row.trials} exited 0 'preempted' with a 'signal' checkpoint")
+    if missed:
+        row.notes.append(f"{missed} more runs finished before their signal arrived (not counted)")
+    return row
+
+
+# -- fuzz -----------------------------------------------------------------------------------------
+
+def steps_per_second(events: list[dict], start: float, end: float) -> float:
+    steps = [e for e in events if e["type"] == "step" and start <= e["time"] <= end]
+    if len(steps) < 2 or steps[-1]["time"] <= steps[0]["time"]:
+        return float("nan")
+    return (steps[-1]["step"] - steps[0]["step"]) / (steps[-1]["time"] - steps[0]["time"])
+
+
+def flood(target: str, seconds: float, seed: int, minimum: int = 0) -> dict:
+    """Run the flooder for `seconds` (longer until `minimum` messages are out)."""
+    total: dict = {"sent": 0, "kinds": {}, "answered": 0}
+    while True:
+        out = subprocess.run([sys.executable, HOSTILE, "flood", target, str(seconds), str(seed)], env=env(),
+                             capture_output=True, text=True, timeout=seconds + 120)
+        if out.returncode != 0:
+            raise RuntimeError(f"the flooder failed: {out.stderr[-2000:]}")
+        got = json.loads(out.stdout)
+        total["sent"] += got["sent"]
+        total["answered"] += got["answered"]
+        for k, v in got["kinds"].items():
+            total["kinds"][k] = total["kinds"].get(k, 0) + v
+        if total["sent"] >= minimum:
+            return total
+        seed += 1
+
+
+def fuzz_drill(work: str, messages: int, window: float, seed: int) -> Row:
+    import psutil
+
+    from scorch.telemetry.client import ClientError, RunClient
+
+    row = Row("fuzzed control messages")
+    run_dir = os.path.join(work, "fuzz")
+    proc = Proc(run_dir, train_args(run_dir, "--epochs", "100000", size=40_000, telemetry=True))
+    try:
+        if not proc.wait_for(proc.has(lambda e: e["type"] == "step")):
+            row.crashes += 1
+            row.fail(f"the live run ended before training:\n{proc.stderr()[-2000:]}")
+            return row
+        info = json.load(open(os.path.join(run_dir, "run.json")))
+        control = info["telemetry"]["control"]
+        rss = psutil.Process(proc.proc.pid)
+        time.sleep(1.0)
+        quiet_start = time.time()
+        time.sleep(window)
+        quiet = (quiet_start, time.time())
+        rss_before = rss.memory_info().rss
+        elsewhere_start = time.time()
+        flood("tcp://127.0.0.1:9", window, seed)  # nothing listens there: only the flooder's own cost
+        elsewhere = (elsewhere_start, time.time())
+        fuzz_start = time.time()
+        sent = flood(control, window, seed, minimum=messages)
+        fuzz = (fuzz_start, time.time())
+        rss_after = rss.memory_info().rss
+        row.trials = sent["sent"]
+        # After the flood: the process lives, a valid client is answered, a valid stop is obeyed.
+        if proc.proc.poll() is not None:
+            row.crashes += 1
+            row.fail(f"the run died under the flood (exit {proc.proc.returncode}):\n{proc.stderr()[-2000:]}")
+            return row
+        client = RunClient.from_run_dir(run_dir, timeout=30)
+        try:
+            client.hello()
+        except ClientError as exc:
+            row.hangs += 1
+            row.fail(f"no answer to a valid hello after the flood: {exc.message}")
+        finally:
+            client.close()
+        stop = subprocess.run([sys.executable, "-m", "scorch.ctl", run_dir, "stop", "--timeout", "30"], env=env(),
+                              capture_output=True, text=True, timeout=120)
+        if stop.returncode != 0:
+            row.fail(f"scorch-ctl stop after the flood: exit {stop.returncode}: {stop.stderr.strip()}")
+        try:
+            code = proc.wait()
+        except Hang:
+            row.hangs += 1
+            row.fail("the run did not stop after the flood")
+            code = None
+        events = proc.events()
+        if code != 0:
+            row.crashes += code is not None
+            row.fail(f"the run ended with exit {code} after the flood:\n{proc.stderr()[-2000:]}")
+        accepted = [e for e in events if e["type"] == "command" and e["status"] == "accepted"]
+        if [e["command"] for e in accepted] != ["stop"]:  # scorch-ctl's, and nothing else
+            row.fail(f"hostile messages were taken as commands: {accepted}")
+        refused = sum(1 for e in events if e["type"] == "command" and e["status"] == "refused")
+        counted = sum(int(e["message"].split("telemetry: ")[1].split()[0]) for e in events
+                      if e["type"] == "log" and "more commands were refused" in e["message"])
+        speeds = [steps_per_second(events, *w) for w in (quiet, elsewhere, fuzz)]
+        row.notes += [f"steps/s {speeds[0]:.0f} quiet, {speeds[1]:.0f} with the flooder aimed elsewhere, "
+                      f"{speeds[2]:.0f} under the flood ({speeds[2] / speeds[0]:.0%} of quiet, "
+                      f"{speeds[2] / speeds[1]:.0%} of the flooder's own cost)",
+                      f"{sent['sent'] / (fuzz[1] - fuzz[0]):.0f} messages/s for {fuzz[1] - fuzz[0]:.0f} s; "
+                      f"{sent['kinds'].get('wrong_token', 0) + sent['kinds'].get('no_token', 0)} bad-token commands: "
+                      f"{refused} logged one by one, {counted} counted in summaries",
+                      f"trainer RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB over the flood"]
+    except Hang:
+        row.hangs += 1
+        row.fail("the live run did not start training")
+    finally:
+        proc.kill()
+    return row
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+def table(rows: list[Row]) -> str:
+    head = ["drill", "trials", "loadable checkpoints", "exact resumes", "hangs", "crashes"]
+    body = [[r.drill, str(r.trials), r.loadable, r.exact, str(r.hangs), str(r.crashes)] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body), ""]
+    for r in rows:
+        out += [f"- {r.drill}: " + "; ".join(r.notes)] if r.notes else []
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=50, help="kill -9 trials (default: %(default)s)")
+    parser.add_argument("--preempts", type=int, default=20, help="SIGTERM trials (default: %(default)s)")
+    parser.add_argument("--fuzz", type=int, default=10_000, help="hostile control messages, at least (default: %(default)s)")
+    parser.add_argument("--window", type=float, default=5.0, help="seconds each training speed is measured over")
+    parser.add_argument("--quick", action="store_true", help="4 kills, 3 SIGTERMs, 2,000 messages: a smoke run")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the random instants (default: random, printed)")
+    parser.add_argument("--workdir", default="", help="where the run folders go (default: a temporary folder, removed)")
+    args = parser.parse_args()
+    if args.quick:
+        args.kills, args.preempts, args.fuzz, args.window = 4, 3, 2000, 3.0
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    rng = random.Random(seed)
+    work = args.workdir or tempfile.mkdtemp(prefix="scorch-drill-")
+    os.makedirs(work, exist_ok=True)
+    command = " ".join([os.path.relpath(sys.argv[0], ROOT) if sys.argv[0].startswith(ROOT) else sys.argv[0], *sys.argv[1:]])
+    print(f"fault drill: python {command} (seed {seed}, run folders in {work})", flush=True)
+    started = time.monotonic()
+    rows = []
+    try:
+        if args.kills:
+            rows.append(kill_drill(work, args.kills, rng))
+        if args.preempts:
+            rows.append(preempt_drill(work, args.preempts, rng))
+        if args.fuzz:
+            rows.append(fuzz_drill(work, args.fuzz, args.window, seed))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(table(rows))
+    failures = sum(len(r.failures) for r in rows)
+    print(f"\n{failures} failures; seed {seed}; {time.monotonic() - started:.0f} s on {os.cpu_count()} CPUs")
+    return 0 if failures == 0 and all(r.hangs == 0 and r.crashes == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

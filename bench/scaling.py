@@ -1,0 +1,190 @@
+"""Data-parallel scaling: training samples/s on 1 and N ranks, and the efficiency.
+
+    python bench/scaling.py                      # 1 rank, then 2 under mpirun (Horovod) and under torchrun
+    python bench/scaling.py --ranks 1 2 4        # more ranks (one core each: needs that many cores)
+    python bench/scaling.py --agreement          # what the ranks' agreement costs every 1, 8, 32 steps
+
+The workload is compute-bound: the CNN of examples/mnist (two 3x3
+convolutions of 32 and 64 channels on 28x28 images, 50 k parameters: 200 KB of
+gradients a step, ~4 M multiply-adds a sample) on MNIST-sized synthetic images
+(no download), batch 64 a rank (weak scaling: N ranks train N times the
+samples a step). Every rank gets
+OMP_NUM_THREADS=1, so N ranks use N cores and the comparison is fair. samples/s
+is read from the run's own `step` events, from the first to the last: start-up
+(imports, MPI, Horovod) and the end of the run are left out. Every
+configuration runs `--rounds` times, the order rotating, and the table shows
+the median, so a busy machine slows every configuration alike.
+
+`--agreement` trains the tiny default network (width 32, batch 16: the step
+is so short that per-step costs show) on 2 ranks under mpirun, with the
+trainer's SYNC_EVERY set to 1, 8, 32 and to "only at the end of the epoch",
+and prints the cost of the agreement per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "examples" / "two_inputs"
+CNN = ROOT / "examples" / "mnist" / "model.py"
+
+# MNIST-sized images from a fixed seed (1,024 distinct ones, repeated): the CNN's work without the download.
+SYNTHETIC_IMAGES = '''"""Synthetic 1x28x28 images in 10 classes for bench/scaling.py."""
+import torch
+
+
+class DataSetIndex:
+    def __init__(self, path, size=4096):
+        g = torch.Generator().manual_seed(0)
+        self.size = size
+        self.images = torch.rand(1024, 1, 28, 28, generator=g)
+        self.labels = torch.randint(0, 10, (1024,), generator=g)
+
+
+class DataSet:
+    def __init__(self, index, mode="train"):
+        self.index = index
+        self.length = index.size if mode == "train" else 256
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        return [self.index.images[i % 1024]], [self.index.labels[i % 1024]]
+'''
+
+# Runs scorch-train with the trainer's agreement stride taken from the environment (mpirun hands it to every rank).
+WITH_STRIDE = ("import os, sys, scorch.trainer as t; t.SYNC_EVERY = int(os.environ['SCORCH_BENCH_SYNC_EVERY']); "
+               "from scorch.cli import train_main; sys.exit(train_main(sys.argv[1:]))")
+
+
+def scorch_args(run_dir: str, workload: str, ranks: int, batch: int, steps: int) -> list[str]:
+    """One epoch of `steps` training batches a rank; no validation, test inference or TensorBoard to time."""
+    size = steps * batch * ranks
+    if workload == "cnn":
+        dataset = os.path.join(os.path.dirname(run_dir), "synthetic_images.py")
+        Path(dataset).write_text(SYNTHETIC_IMAGES)
+        files = ["--model", str(CNN), "--dataset", dataset, "--dataset-path", os.path.dirname(run_dir)]
+    else:  # the tiny two-input network: its examples keep 80 % of the data to train
+        size = int(size / 0.8) + 10
+        files = ["--model", str(TINY / "model.py"), "--dataset", str(TINY / "dataset.py"), "--dataset-path", str(TINY)]
+    return [*files, "--dataset-args", json.dumps({"size": size}),
+            "--batch-size", str(batch), "--epochs", "1", "--max-train-iterations", str(steps),
+            "--max-valid-iterations", "0", "--max-test-iterations", "0", "--seed", "1", "--device", "cpu",
+            "--no-tensorboard", "--no-telemetry", "--headless", "--run-dir", run_dir]
+
+
+def command(launcher: str, ranks: int, args: list[str], stride: int | None = None) -> list[str]:
+    program = ["-c", WITH_STRIDE] if stride is not None else ["-m", "scorch.cli"]
+    if ranks == 1 and launcher == "none":
+        return [sys.executable, *program, *args]
+    if launcher == "mpirun":
+        root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+        return ["mpirun", *root, "--oversubscribe", "--bind-to", "none", "-np", str(ranks), "-x", "OMP_NUM_THREADS",
+                "-x", "SCORCH_BENCH_SYNC_EVERY", sys.executable, *program, *args]
+    if launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks), *program, *args]
+    raise ValueError(launcher)
+
+
+def samples_per_second(run_dir: str) -> float:
+    """Training throughput between the run's first and last `step` events (all ranks together)."""
+    steps = []
+    with open(os.path.join(run_dir, "events.jsonl")) as fh:
+        for line in fh:
+            event = json.loads(line)
+            if event["type"] == "run_started":
+                batch, ranks = event["batch_size"], event["world_size"]
+            elif event["type"] == "step":
+                steps.append((event["step"], event["time"]))
+    (first, start), (last, end) = steps[0], steps[-1]
+    if last <= first:
+        raise RuntimeError(f"{run_dir}: too few step events to time; raise --steps")
+    return (last - first) * batch * ranks / (end - start)
+
+
+def measure(launcher: str, ranks: int, workload: str, batch: int, steps: int, stride: int | None = None) -> float:
+    with tempfile.TemporaryDirectory(prefix="scorch-scaling-") as tmp:
+        run_dir = os.path.join(tmp, "run")
+        env = dict(os.environ, OMP_NUM_THREADS="1", SCORCH_BENCH_SYNC_EVERY=str(stride or 0),
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        cmd = command(launcher, ranks, scorch_args(run_dir, workload, ranks, batch, steps), stride)
+        done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:8])} ... exited {done.returncode}:\n{done.stdout[-2000:]}")
+        return samples_per_second(run_dir)
+
+
+def rounds(configs: list, rounds: int, run) -> dict:
+    """Every configuration `rounds` times, the order rotating; each configuration's list of results."""
+    results: dict = {config: [] for config in configs}
+    for r in range(rounds):
+        for config in configs[r % len(configs):] + configs[: r % len(configs)]:
+            results[config].append(run(config))
+            print(f"  round {r + 1}: {config}: {results[config][-1]:,.0f} samples/s", file=sys.stderr, flush=True)
+    return results
+
+
+def scaling(args: argparse.Namespace) -> None:
+    configs = [("none", 1)] if 1 in args.ranks else []
+    configs += [(launcher, n) for n in args.ranks if n > 1 for launcher in args.launchers]
+    results = rounds(configs, args.rounds, lambda c: measure(c[0], c[1], "cnn", args.batch, args.steps))
+    base = statistics.median(results[("none", 1)]) if ("none", 1) in results else None
+    print(f"\nexamples/mnist CNN on synthetic 28x28 images, batch {args.batch} a rank, {args.steps} steps a rank, "
+          f"OMP_NUM_THREADS=1 a rank; median of {args.rounds} rounds")
+    print(f"{'ranks':>5}  {'launcher (engine)':<20} {'samples/s':>10}  {'speed-up':>8}  {'efficiency':>10}")
+    for (launcher, n), rates in results.items():
+        rate = statistics.median(rates)
+        engine = {"none": "one process", "mpirun": "mpirun (horovod)", "torchrun": "torchrun (torch)"}[launcher]
+        speedup = f"{rate / base:.2f}x" if base else "-"
+        efficiency = f"{100 * rate / (n * base):.0f} %" if base else "-"
+        print(f"{n:>5}  {engine:<20} {rate:>10,.0f}  {speedup:>8}  {efficiency:>10}")
+
+
+def agreement(args: argparse.Namespace) -> None:
+    strides = [1, 8, 32, 10**9]
+    results = rounds(strides, args.rounds, lambda s: measure("mpirun", 2, "tiny", 16, args.steps, stride=s))
+    base = 2 * 16 / statistics.median(results[10**9])
+    print(f"\nagreement stride on 2 ranks under mpirun (Horovod): two_inputs width 32, batch 16 a rank, "
+          f"{args.steps} steps; median of {args.rounds} rounds")
+    print(f"{'every':>8}  {'samples/s':>10}  {'step (us)':>9}  {'cost a step (us)':>16}  {'slower':>7}")
+    for stride, rates in results.items():
+        rate = statistics.median(rates)
+        step = 2 * 16 / rate
+        label = "epoch" if stride == 10**9 else f"{stride} step{'s' if stride > 1 else ''}"
+        print(f"{label:>8}  {rate:>10,.0f}  {1e6 * step:>9,.0f}  {1e6 * (step - base):>16,.0f}  {100 * (step / base - 1):>6.1f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="rank counts to run (default: 1 2)")
+    parser.add_argument("--launchers", nargs="+", default=["mpirun", "torchrun"], choices=["mpirun", "torchrun"],
+                        help="how to start several ranks (default: both)")
+    parser.add_argument("--batch", type=int, default=64, help="batch size a rank (default: 64)")
+    parser.add_argument("--steps", type=int, default=150, help="training steps a rank (default: 150; 2000 with --agreement)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every configuration (default: 3)")
+    parser.add_argument("--agreement", action="store_true", help="measure the agreement stride instead")
+    args = parser.parse_args()
+    if args.agreement and "--steps" not in sys.argv:
+        args.steps = 2000
+    needs = ["mpirun"] if args.agreement or "mpirun" in args.launchers else []
+    missing = [tool for tool in needs if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"scaling.py: {', '.join(missing)} not found; install OpenMPI and Horovod: bash scripts/install-horovod.sh")
+    started = time.time()
+    agreement(args) if args.agreement else scaling(args)
+    print(f"({time.time() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

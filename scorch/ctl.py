@@ -1,0 +1,253 @@
+"""scorch-ctl: the scriptable client of a running job. `main()` returns the exit code.
+
+    scorch-ctl RUN_DIR status                      JSON: run.json facts and the live state
+    scorch-ctl RUN_DIR checkpoint [--wait]         save checkpoints/last.pt now; training goes on
+    scorch-ctl RUN_DIR stop [--after-epoch] [--wait]
+    scorch-ctl keygen DIR                          CURVE keys for --bind beyond 127.0.0.1
+
+Exit codes: 0 done (command accepted), 1 command refused, 2 bad usage or not a
+run folder, 3 the run has already ended, 4 no answer within --timeout.
+No torch here: answering must be quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from scorch.telemetry.client import ClientError, RunClient, read_run_info, read_token
+from scorch.telemetry.protocol import Command, EpochEnd, RunEnded, Step, System
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_ENDED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
+
+
+class CtlError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scorch-ctl",
+        description="Ask a running scorch-train job for its state, a checkpoint, or a stop.",
+        epilog="Examples: scorch-ctl runs/20240101-120000-model status; scorch-ctl RUN_DIR stop --after-epoch; "
+        "scorch-ctl keygen ~/.scorch/keys",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (holds run.json and .token)")
+    parser.add_argument("action", choices=("status", "checkpoint", "stop"), help="what to do")
+    parser.add_argument("--after-epoch", action="store_true", help="stop: finish the current epoch first")
+    parser.add_argument("--token", help="the control token (default: read RUN_DIR/.token)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer (default: %(default)s)")
+    parser.add_argument("--wait", action="store_true", help="checkpoint/stop: also wait until the run has applied it")
+    parser.add_argument("--wait-timeout", type=float, default=600.0,
+                        help="with --wait: give up after this many seconds (default: %(default)s)")
+    parser.add_argument("--curve-keys", metavar="DIR", default="",
+                        help="keys folder from `scorch-ctl keygen`: use its client key (needed when the run admits "
+                        "listed clients only)")
+    return parser
+
+
+def keygen_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scorch-ctl keygen",
+                                     description="Make CURVE keys for a run that listens beyond 127.0.0.1.")
+    parser.add_argument("dir", metavar="DIR", help="folder to create the keys in (made if missing, mode 0700)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["keygen"]:
+            return keygen(keygen_parser().parse_args(argv[1:]).dir)
+        args = build_parser().parse_args(argv)
+        if args.timeout <= 0:
+            raise CtlError(f"--timeout {args.timeout}: must be more than 0 seconds", EXIT_USAGE)
+        if args.action == "status":
+            return status(args)
+        return send(args)
+    except CtlError as exc:
+        print(f"scorch-ctl: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except ClientError as exc:
+        print(f"scorch-ctl: error: {exc.message}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    except KeyboardInterrupt:
+        print("scorch-ctl: interrupted", file=sys.stderr)
+        return 130
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+# -- actions ----------------------------------------------------------------------------------------
+
+def _info(run_dir: str) -> dict:
+    try:
+        return read_run_info(run_dir)
+    except ClientError as exc:
+        raise CtlError(exc.message, EXIT_USAGE) from None
+
+
+def _client(args: argparse.Namespace, token: str | None) -> RunClient:
+    keys = _client_keys(args.curve_keys) if args.curve_keys else None
+    try:
+        return RunClient.from_run_dir(args.run_dir, token=token, timeout=args.timeout, client_keys=keys)
+    except ClientError as exc:
+        raise CtlError(exc.message, EXIT_USAGE) from None
+
+
+def status(args: argparse.Namespace) -> int:
+    """Print run.json's facts and, for a live run, what its publisher says now."""
+    info = _info(args.run_dir)
+    report: dict[str, Any] = {key: info.get(key) for key in ("name", "state", "reason", "pid", "world_size", "hosts",
+                                                               "device", "backend", "started", "ended")}
+    report["run_dir"] = os.path.abspath(args.run_dir)
+    report["telemetry"] = info.get("telemetry")
+    report["live"] = None
+    code = EXIT_OK
+    if info.get("state") == "running" and isinstance(info.get("telemetry"), dict):
+        client = _client(args, token=None)
+        try:
+            snapshot = client.hello()
+            report["live"] = _live(snapshot)
+            report["state"] = snapshot.state
+        except ClientError as exc:
+            print(f"scorch-ctl: error: {exc.message}{_dead_hint(info)}", file=sys.stderr)
+            code = EXIT_NO_ANSWER
+        finally:
+            client.close()
+    print(json.dumps(report, indent=2, default=str))
+    return code
+
+
+def _live(snapshot: Any) -> dict:
+    live: dict[str, Any] = {"state": snapshot.state, "last_seq": snapshot.last_seq, "dropped": snapshot.dropped}
+    latest: dict[str, Any] = {}
+    for event in snapshot.history:
+        for kind in (Step, EpochEnd, System, RunEnded):
+            if isinstance(event, kind):
+                latest[kind.type] = event
+    if "step" in latest:
+        step = latest["step"]
+        live["progress"] = {"epoch": step.epoch + 1, "epoch_step": step.epoch_step, "steps_in_epoch": step.steps_in_epoch,
+                            "step": step.step, "loss": step.loss, "rate": step.rate}
+    if "epoch_end" in latest:
+        end = latest["epoch_end"]
+        live["last_epoch"] = {"epoch": end.epoch + 1, "train_loss": end.train_loss, "metrics": end.metrics, "best": end.best}
+    if snapshot.run is not None:
+        live["epochs"] = snapshot.run.epochs
+    return live
+
+
+def send(args: argparse.Namespace) -> int:
+    """checkpoint/stop: refuse locally what cannot work, send it, and report the ack."""
+    info = _info(args.run_dir)
+    state = info.get("state")
+    if state != "running":
+        raise CtlError(f"the run in {args.run_dir} has ended (state: {state}); there is nothing to {args.action}", EXIT_ENDED)
+    token = args.token if args.token is not None else read_token(args.run_dir)
+    if not token:
+        raise CtlError(f"no token: {os.path.join(args.run_dir, '.token')} is missing or not readable by you; "
+                       "run scorch-ctl as the user who started the run, or pass --token", EXIT_USAGE)
+    client = _client(args, token)
+    try:
+        if args.wait:
+            client.subscribe()
+            client.hello()  # the stream is connected before the command goes out
+        try:
+            ack = client.command(args.action, after_epoch=args.after_epoch)
+        except ClientError as exc:
+            raise CtlError(exc.message + _dead_hint(_info(args.run_dir)), EXIT_NO_ANSWER) from None
+        if ack.get("status") != "accepted":
+            raise CtlError(f"{args.action} refused: {ack.get('reason') or 'no reason given'}", EXIT_REFUSED)
+        print(f"scorch-ctl: {args.action}{' after this epoch' if args.after_epoch else ''} accepted (id {ack.get('id')})")
+        if args.wait:
+            return _wait_applied(client, str(ack.get("id")), args)
+        return EXIT_OK
+    finally:
+        client.close()
+
+
+def _wait_applied(client: RunClient, command_id: str, args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.wait_timeout
+    applied = False
+    while time.monotonic() < deadline:
+        event = client.recv(min(1.0, max(0.0, deadline - time.monotonic())))
+        if isinstance(event, Command) and event.id == command_id and event.status == "applied":
+            print(f"scorch-ctl: {args.action} applied ({event.reason})")
+            applied = True
+            if args.action == "checkpoint":
+                return EXIT_OK
+        elif isinstance(event, RunEnded):
+            print(f"scorch-ctl: run ended: {event.status}{' (' + event.reason + ')' if event.reason else ''}")
+            return EXIT_OK if applied or args.action == "stop" else EXIT_REFUSED
+        elif event is None and _info(args.run_dir).get("state") != "running":
+            state = _info(args.run_dir).get("state")
+            print(f"scorch-ctl: run ended: {state}")
+            return EXIT_OK if args.action == "stop" else EXIT_REFUSED
+    raise CtlError(f"{args.action} was accepted but not applied within {args.wait_timeout:g} s (--wait-timeout)",
+                   EXIT_NO_ANSWER)
+
+
+def _dead_hint(info: dict) -> str:
+    """Why a running run may not answer: its process is gone (checked on this host only)."""
+    pid, hosts = info.get("pid"), info.get("hosts") or []
+    if not isinstance(pid, int) or (hosts and hosts[0] != socket.gethostname()):
+        return ""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"; its process {pid} is not running (it crashed or was killed)"
+    except OSError:
+        return ""
+    return ""
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+def _client_keys(folder: str) -> tuple[bytes, bytes]:
+    import zmq.auth
+
+    path = os.path.join(folder, "client.key_secret")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise CtlError(f"--curve-keys {folder}: cannot read client.key_secret ({exc}); make keys with "
+                       f"`scorch-ctl keygen {folder}`", EXIT_USAGE) from None
+    if not secret:
+        raise CtlError(f"--curve-keys {folder}: client.key_secret holds no secret key", EXIT_USAGE)
+    return public, secret
+
+
+def keygen(folder: str) -> int:
+    """Make a server key pair and a client key pair in `folder` (secrets mode 0600)."""
+    import zmq.auth
+
+    if os.path.exists(os.path.join(folder, "server.key_secret")):
+        raise CtlError(f"{folder} already holds keys (server.key_secret); remove them first or choose another folder",
+                       EXIT_USAGE)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        for name in ("server", "client"):
+            _, secret_path = zmq.auth.create_certificates(folder, name)
+            os.chmod(secret_path, 0o600)
+    except OSError as exc:
+        raise CtlError(f"{folder}: cannot write keys there ({exc.strerror}); choose a writable folder", EXIT_USAGE) from None
+    print(f"CURVE keys written to {folder}:\n"
+          f"  server.key_secret  stays with the job:  scorch-train ... --bind 0.0.0.0:5555 --curve-keys {folder}\n"
+          f"  client.key_secret  for a client that must be listed: scorch-ctl RUN_DIR status --curve-keys {folder}\n"
+          f"By default any client that knows the server's public key (run.json) may watch, and only token holders "
+          f"may command; to admit listed clients only, copy their *.key files into {os.path.join(folder, 'authorized_clients')}/")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    console_main()

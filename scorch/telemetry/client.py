@@ -1,0 +1,328 @@
+"""The client side of a run's telemetry: watch the stream, ask for a snapshot, send commands.
+
+No torch here: the dashboard and `scorch-ctl` use it. Every call has a timeout
+and a lost reply never wedges the client: each request goes out on a fresh
+DEALER socket that is closed (linger 0) when the answer comes or the time is
+up, so a late reply or a request queued for a dead run is simply discarded.
+
+Late join without gaps: call `subscribe()` first (it waits for the
+publisher's welcome heartbeat, so the subscription is live), then `hello()`.
+`recv()` returns stream events in `seq` order after the snapshot's
+`last_seq`, drops duplicates, and fills any hole (events dropped at a
+high-water mark, or lost at the tail: heartbeats carry the newest seq) from
+the run's event log with `replay` requests. `replay_all()` fetches the exact history up to the
+snapshot for a view that needs every event, not the downsampled charts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from scorch.telemetry.protocol import (
+    HEARTBEAT,
+    MAX_REQUEST_BYTES,
+    Event,
+    ProtocolError,
+    RunStarted,
+    decode,
+    from_dict,
+    loads,
+)
+
+REPLAY_PAGE = 2000  # events per replay request; the publisher caps it too
+
+
+class ClientError(Exception):
+    """The run could not be reached or answered nonsense; `message` is for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Snapshot:
+    """What a late joiner needs to draw the run so far.
+
+    `history` holds every epoch_end/checkpoint_saved/log/command/run_ended event,
+    the latest system event and the step events (downsampled for long runs,
+    keeping each window's lowest and highest loss); `last_seq` is the newest
+    event the snapshot covers; `state` is "running" or the run's end status.
+    """
+
+    run: RunStarted | None
+    history: list[Event]
+    last_seq: int
+    state: str
+    dropped: int = 0  # events the publisher could not keep up with (still in events.jsonl)
+    info: dict = field(default_factory=dict)  # extra fields of the reply, for forward compatibility
+
+
+class RunClient:
+    """A connection to one run's publisher (PUB endpoint) and control socket (ROUTER endpoint)."""
+
+    def __init__(self, control: str, publish: str, token: str | None = None, server_key: bytes | None = None,
+                 timeout: float = 3.0, client_keys: tuple[bytes, bytes] | None = None) -> None:
+        self.control = control
+        self.publish = publish
+        self.token = token
+        self.timeout = timeout
+        self.server_key = server_key
+        if server_key is not None and client_keys is None:
+            client_keys = zmq.curve_keypair()  # ad hoc: the server accepts any CURVE client unless told otherwise
+        self._client_keys = client_keys
+        self._context = zmq.Context()
+        self._sub: zmq.Socket | None = None
+        self._pending: deque[Event] = deque()
+        self._early: deque[list[bytes]] = deque()  # stream messages read while subscribing
+        self.last_heartbeat: float | None = None  # time.monotonic() of the last heartbeat: is the run alive?
+        self.heartbeat: dict = {}  # the last heartbeat: {"last_seq", "state", "time"}
+        self.last_seq: int | None = None  # newest seq handed to the caller (or covered by the snapshot)
+        self.gaps = 0  # holes recv() could not fill
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str, token: str | None = None, timeout: float = 3.0,
+                     client_keys: tuple[bytes, bytes] | None = None) -> RunClient:
+        """A client for the run in `run_dir`: endpoints from run.json, the token from .token.
+
+        Without a readable .token (and no `token` given) the client can watch but not command.
+        `client_keys` (public, secret) matter only for a CURVE run that admits listed clients only.
+        """
+        info = read_run_info(run_dir)
+        telemetry = info.get("telemetry")
+        if not isinstance(telemetry, dict) or not telemetry.get("control") or not telemetry.get("publish"):
+            raise ClientError(f"{os.path.join(run_dir, 'run.json')} has no telemetry endpoints "
+                              "(the run was started with --no-telemetry, or has not started yet)")
+        if token is None:
+            token = read_token(run_dir)
+        key = telemetry.get("curve_server_key")
+        return cls(str(telemetry["control"]), str(telemetry["publish"]), token=token,
+                   server_key=key.encode() if isinstance(key, str) and key else None, timeout=timeout,
+                   client_keys=client_keys)
+
+    # -- sockets ----------------------------------------------------------------------------
+
+    def _secure(self, sock: zmq.Socket) -> None:
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.server_key is not None and self._client_keys is not None:
+            sock.curve_serverkey = self.server_key
+            sock.curve_publickey, sock.curve_secretkey = self._client_keys
+
+    def subscribe(self, wait: bool = True) -> bool:
+        """Connect to the stream (all event types). Call before `hello` so no event falls in between.
+
+        With `wait`, return once the publisher has seen the subscription (its
+        welcome heartbeat arrived), at most `timeout` seconds; True if it did.
+        """
+        if self._sub is None:
+            sub = self._context.socket(zmq.SUB)
+            self._secure(sub)
+            sub.setsockopt(zmq.RCVHWM, 100_000)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            sub.connect(self.publish)
+            self._sub = sub
+        if not wait or self.last_heartbeat is not None or self._early:
+            return self.last_heartbeat is not None or bool(self._early)
+        deadline = time.monotonic() + self.timeout
+        while self._sub.poll(max(0, int((deadline - time.monotonic()) * 1000)), zmq.POLLIN):
+            frames = self._sub.recv_multipart()
+            if frames[0] == HEARTBEAT.encode():
+                self._heartbeat(frames[-1], fill=False)
+            else:
+                self._early.append(frames)
+            return True
+        return False
+
+    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """One request/reply on the control socket; ClientError on timeout or a malformed reply."""
+        timeout = self.timeout if timeout is None else timeout
+        payload = json.dumps(message).encode()
+        if len(payload) > MAX_REQUEST_BYTES:
+            raise ClientError(f"request of {len(payload)} bytes is larger than the {MAX_REQUEST_BYTES} allowed")
+        sock = self._context.socket(zmq.DEALER)
+        try:
+            self._secure(sock)
+            sock.connect(self.control)
+            sock.send(payload, zmq.NOBLOCK)
+            if not sock.poll(int(timeout * 1000), zmq.POLLIN):
+                raise ClientError(f"no answer from the run at {self.control} within {timeout:g} s "
+                                  "(is it still running? is an SSH tunnel needed?)")
+            frames = sock.recv_multipart()
+        except zmq.ZMQError as exc:
+            raise ClientError(f"cannot reach the run at {self.control}: {exc}") from None
+        finally:
+            sock.close(linger=0)
+        try:
+            reply = loads(frames[-1])
+        except ProtocolError as exc:
+            raise ClientError(f"the run at {self.control} answered something that is not JSON: {exc}") from None
+        if not isinstance(reply, dict):
+            raise ClientError(f"the run at {self.control} answered a {type(reply).__name__}, not an object")
+        return reply
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def hello(self) -> Snapshot:
+        """The run so far. After this, `recv` yields only events newer than `last_seq`."""
+        reply = self.request({"op": "hello"})
+        if reply.get("op") != "snapshot":
+            raise ClientError(f"the run refused hello: {reply.get('reason', reply)}")
+        try:
+            run = from_dict(reply["run"]) if isinstance(reply.get("run"), dict) else None
+            history = [e for e in (from_dict(item) for item in reply.get("history") or []) if e is not None]
+            last_seq = int(reply.get("last_seq", 0))
+            dropped = int(reply.get("dropped") or 0)
+        except (ProtocolError, TypeError, ValueError, AttributeError) as exc:
+            raise ClientError(f"the run sent a malformed snapshot: {exc}") from None
+        known = {"op", "run", "history", "last_seq", "state", "dropped"}
+        snapshot = Snapshot(run=run if isinstance(run, RunStarted) else None, history=history, last_seq=last_seq,
+                            state=str(reply.get("state", "running")), dropped=dropped,
+                            info={k: v for k, v in reply.items() if k not in known})
+        self.last_seq = last_seq
+        self._pending.clear()
+        return snapshot
+
+    def replay(self, after_seq: int = 0, limit: int = REPLAY_PAGE) -> tuple[list[Event], int, bool]:
+        """Events with seq > after_seq from the run's event log, one page: (events, last_seq, more)."""
+        reply = self.request({"op": "replay", "after_seq": after_seq, "limit": limit})
+        if reply.get("op") != "events":
+            raise ClientError(f"the run refused replay: {reply.get('reason', reply)}")
+        try:
+            events = [e for e in (from_dict(item) for item in reply.get("events") or []) if e is not None]
+            return events, int(reply.get("last_seq", 0)), bool(reply.get("more"))
+        except (ProtocolError, TypeError, ValueError) as exc:
+            raise ClientError(f"the run sent a malformed replay: {exc}") from None
+
+    def replay_all(self, after_seq: int = 0, upto_seq: int | None = None) -> list[Event]:
+        """Every logged event with after_seq < seq <= upto_seq (default: the newest), in order."""
+        events: list[Event] = []
+        cursor = after_seq
+        while True:
+            page, last, more = self.replay(cursor, REPLAY_PAGE)
+            for event in page:
+                if upto_seq is not None and event.seq > upto_seq:
+                    return events
+                events.append(event)
+                cursor = event.seq
+            if not more or not page:
+                return events
+
+    def command(self, command: str, after_epoch: bool = False) -> dict:
+        """Ask the run to `checkpoint` or `stop`; the ack: {"status": "accepted"|"refused", "reason", "id"}."""
+        request: dict[str, Any] = {"op": "command", "command": command, "id": uuid.uuid4().hex[:12],
+                                   "after_epoch": bool(after_epoch)}
+        if self.token is not None:
+            request["token"] = self.token
+        reply = self.request(request)
+        if reply.get("op") != "ack":
+            return {"status": "refused", "reason": str(reply.get("reason", "malformed request")), "id": request["id"]}
+        reply.setdefault("id", request["id"])
+        reply.setdefault("reason", "")
+        return reply
+
+    # -- the stream -------------------------------------------------------------------------
+
+    def recv(self, timeout: float) -> Event | None:
+        """The next stream event in seq order (holes filled, duplicates dropped), None on timeout.
+
+        Unknown event types and malformed messages are skipped; heartbeats are
+        taken in (`last_heartbeat`, `heartbeat`) and reveal lost events at the tail.
+        """
+        if self._sub is None:
+            self.subscribe(wait=False)
+        assert self._sub is not None
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if self._pending:
+                return self._take()
+            if self._early:
+                frames = self._early.popleft()
+            elif self._sub.poll(max(0, int((deadline - time.monotonic()) * 1000)), zmq.POLLIN):
+                frames = self._sub.recv_multipart()
+            else:
+                return None
+            if frames[0] == HEARTBEAT.encode():
+                self._heartbeat(frames[-1], fill=True)
+                continue
+            try:
+                event = decode(frames[-1])
+            except ProtocolError:
+                continue
+            if event is None:
+                continue
+            if self.last_seq is not None:
+                if event.seq <= self.last_seq:
+                    continue  # already covered by the snapshot or a replay
+                if event.seq > self.last_seq + 1:
+                    self._fill(self.last_seq, event.seq - 1)
+            self._pending.append(event)
+
+    def _heartbeat(self, body: bytes, fill: bool) -> None:
+        try:
+            beat = loads(body)
+            newest = int(beat.get("last_seq", 0))
+        except (ProtocolError, AttributeError, TypeError, ValueError):
+            return
+        self.last_heartbeat = time.monotonic()
+        self.heartbeat = beat
+        if fill and self.last_seq is not None and newest > self.last_seq:
+            self._fill(self.last_seq, newest)
+
+    def _take(self) -> Event:
+        event = self._pending.popleft()
+        self.last_seq = event.seq if self.last_seq is None else max(self.last_seq, event.seq)
+        return event
+
+    def _fill(self, after_seq: int, upto_seq: int) -> None:
+        try:
+            missing = self.replay_all(after_seq, upto_seq)
+        except ClientError:
+            self.gaps += 1
+            return
+        self._pending.extend(e for e in missing if after_seq < e.seq <= upto_seq)
+
+    def close(self) -> None:
+        """Close every socket (linger 0); safe to call twice."""
+        if self._sub is not None:
+            self._sub.close(linger=0)
+            self._sub = None
+        if not self._context.closed:
+            self._context.term()
+
+    def __enter__(self) -> RunClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_run_info(run_dir: str) -> dict:
+    """run.json of `run_dir` as a dict; ClientError naming the file when missing or unreadable."""
+    path = os.path.join(run_dir, "run.json")
+    try:
+        with open(path) as fh:
+            info = json.load(fh)
+    except FileNotFoundError:
+        raise ClientError(f"{path} not found: is {run_dir} a scorch run folder?") from None
+    except (OSError, ValueError) as exc:
+        raise ClientError(f"{path} cannot be read: {exc}") from None
+    if not isinstance(info, dict):
+        raise ClientError(f"{path} is not a JSON object")
+    return info
+
+
+def read_token(run_dir: str) -> str | None:
+    """The control token in RUN_DIR/.token, None if there is none or it is not ours to read."""
+    try:
+        with open(os.path.join(run_dir, ".token")) as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None

@@ -1,0 +1,625 @@
+"""Live telemetry on global rank 0: a PUB stream of every event and a ROUTER for hello/replay/commands.
+
+The training thread only appends to a bounded deque (`Publisher.event`): no
+lock, no socket, no serialisation, never a wait. When the deque is full the
+event is dropped from the stream and counted (events.jsonl still has it, and
+clients fill such holes with `replay`); the count is reported in a `log` event.
+
+One thread owns the ZeroMQ sockets. It publishes what the deque holds (and a
+heartbeat every second and to each new subscriber), keeps the snapshot
+history (step events downsampled, keeping each window's lowest and highest
+loss, so a million-step run still answers `hello` with a small reply), and
+answers requests, in at most REQUEST_DUTY of its time so that a flood of
+requests cannot take the GIL from training. Commands that pass the token check go to the
+trainer's `Control`; accepted and refused commands are logged as `command`
+events through the trainer's `emit`, which takes a lock so that this thread
+and the training thread number events one at a time (emits are a few per
+second, so the lock costs nothing measurable).
+
+Security: the token lives in RUN_DIR/.token (mode 0600), written before the
+endpoints appear in run.json, compared in constant time. A bind beyond
+loopback needs CURVE keys (`scorch-ctl keygen DIR`, then `--curve-keys DIR`):
+both sockets then encrypt and authenticate the server. Any CURVE client may
+watch unless DIR/authorized_clients/ holds public keys, in which case only
+those may connect; commands always need the token.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+import ipaddress
+import json
+import math
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable
+
+import zmq
+
+from scorch.callbacks import Callback
+from scorch.errors import ScorchError
+from scorch.run_folder import RunFolder, atomic_write_text
+from scorch.telemetry.control import Control
+from scorch.telemetry.protocol import (
+    COMMANDS,
+    HEARTBEAT,
+    MAX_REQUEST_BYTES,
+    SCHEMA_VERSION,
+    Command,
+    Event,
+    Log,
+    ProtocolError,
+    RunEnded,
+    RunStarted,
+    Step,
+    System,
+    decode,
+    loads,
+)
+
+QUEUE_SIZE = 10_000  # events waiting for the publisher thread; beyond this they are dropped and counted
+SEND_HWM = 10_000  # messages ZeroMQ holds per subscriber before dropping for it
+POLL_SECONDS = 0.02  # how often the thread looks at the queue when no request arrives
+STEP_BUCKETS = 512  # step history kept for charts: at most ~2 events per bucket
+KEPT_MESSAGES = 1000  # most recent log/command events kept in the snapshot
+REPLAY_MAX = 5000  # events per replay reply at most
+REPLAY_MAX_BYTES = 4 * 1024 * 1024
+MAX_FRAME_BYTES = 1024 * 1024  # larger messages make ZeroMQ drop the peer unread
+DROP_REPORT_SECONDS = 5.0
+REFUSAL_EVENTS_PER_MINUTE = 30  # beyond this, refused commands are counted, not logged one by one
+HEARTBEAT_SECONDS = 1.0  # a heartbeat on the stream this often, and at once for each new subscriber
+FINAL_DRAIN_SECONDS = 0.3
+# Share of wall time the thread may spend answering requests: a flood of requests must not take the
+# GIL from the training thread. After a busy slice the thread sleeps (GIL released) 9x as long.
+REQUEST_DUTY = 0.1
+REQUEST_SLICE_SECONDS = 0.005  # at close: how long queued events may take to leave
+
+
+# -- where to listen ----------------------------------------------------------------------------
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """`--bind HOST:PORT` as (host, port); `[::1]:5555` for IPv6."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not sep or not host or not 0 <= port <= 65534:
+        raise ScorchError(f"--bind {text}: expected HOST:PORT, e.g. 127.0.0.1:0 (a free port) or 0.0.0.0:5555")
+    return ("127.0.0.1" if host == "localhost" else host), port
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", interface names, host names: assume they reach beyond this machine
+
+
+def _endpoint(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"tcp://{shown}:{port if port else '*'}"
+
+
+def load_server_keys(folder: str) -> tuple[bytes, bytes]:
+    """(public, secret) from FOLDER/server.key_secret, made by `scorch-ctl keygen FOLDER`."""
+    import zmq.auth
+
+    path = os.path.join(folder, "server.key_secret")
+    if not os.path.exists(path):
+        raise ScorchError(f"--curve-keys {folder}: no server.key_secret there; make keys with `scorch-ctl keygen {folder}`")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ScorchError(f"--curve-keys {folder}: cannot read server.key_secret ({exc}); remake it with "
+                          f"`scorch-ctl keygen {folder}`") from None
+    if not secret:
+        raise ScorchError(f"--curve-keys {folder}: server.key_secret holds no secret key; remake it with "
+                          f"`scorch-ctl keygen {folder}`")
+    return public, secret
+
+
+def check_bind(bind: str, curve_keys: str = "") -> tuple[str, int, tuple[bytes, bytes] | None]:
+    """(host, port, CURVE keys) for `--bind`/`--curve-keys`, or the ScorchError that says how to fix them.
+
+    Cheap and side-effect free: the trainer calls it before it creates the run folder.
+    """
+    host, port = parse_bind(bind)
+    keys = load_server_keys(curve_keys) if curve_keys else None
+    if keys is None and not is_loopback(host):
+        raise ScorchError(
+            f"--bind {bind} listens beyond this machine, so it needs CURVE keys: run `scorch-ctl keygen KEYS_DIR` "
+            "(or make them with pyzmq's zmq.auth.create_certificates), then add --curve-keys KEYS_DIR. "
+            "Or keep the default 127.0.0.1 and reach it through an SSH tunnel")
+    return host, port, keys
+
+
+# -- what a late joiner gets ----------------------------------------------------------------------
+
+class StepHistory:
+    """Step events for the charts, at most ~2 per bucket: each bucket keeps its lowest and highest loss.
+
+    Buckets start one event wide and double (merging neighbours) whenever there
+    are more than `buckets` of them, so the cost per event is O(1) amortised and
+    the kept shape has the spikes and dips a plain stride would miss.
+    """
+
+    def __init__(self, buckets: int = STEP_BUCKETS) -> None:
+        self.cap = buckets
+        self.width = 1
+        self.count = 0
+        self._buckets: list[list] = []  # [events in bucket, (loss, seq, text) lowest, (loss, seq, text) highest]
+        self.latest: tuple[float, int, str] | None = None
+
+    def add(self, seq: int, loss: float, text: str) -> None:
+        item = (loss if math.isfinite(loss) else math.inf, seq, text)
+        self.latest = item
+        self.count += 1
+        if self._buckets and self._buckets[-1][0] < self.width:
+            bucket = self._buckets[-1]
+            bucket[0] += 1
+            if item[0] < bucket[1][0]:
+                bucket[1] = item
+            if item[0] >= bucket[2][0]:
+                bucket[2] = item
+            return
+        self._buckets.append([1, item, item])
+        if len(self._buckets) > self.cap:
+            merged = []
+            for i in range(0, len(self._buckets) - 1, 2):
+                a, b = self._buckets[i], self._buckets[i + 1]
+                merged.append([a[0] + b[0], min(a[1], b[1], key=_loss), max(a[2], b[2], key=_loss)])
+            if len(self._buckets) % 2:
+                merged.append(self._buckets[-1])
+            self._buckets = merged
+            self.width *= 2
+
+    def items(self) -> list[tuple[int, str]]:
+        """(seq, json) of the kept step events, plus the latest one."""
+        kept = {}
+        for _, low, high in self._buckets:
+            kept[low[1]] = low[2]
+            kept[high[1]] = high[2]
+        if self.latest is not None:
+            kept[self.latest[1]] = self.latest[2]
+        return list(kept.items())
+
+
+def _loss(item: tuple[float, int, str]) -> float:
+    return item[0]
+
+
+class History:
+    """Everything `hello` answers with, kept on the publisher thread as JSON text."""
+
+    def __init__(self) -> None:
+        self.run: str | None = None
+        self.steps = StepHistory()
+        self.lasting: list[tuple[int, str]] = []  # run_started, epoch_end, checkpoint_saved, run_ended, others
+        self.messages: deque[tuple[int, str]] = deque(maxlen=KEPT_MESSAGES)  # log and command
+        self.system: tuple[int, str] | None = None
+        self.last_seq = 0
+        self.state = "running"
+        self._snapshot: tuple[tuple, bytes] | None = None  # the last reply, reused until an event arrives
+
+    def add(self, event: Event, text: str) -> None:
+        if event.seq <= self.last_seq:
+            return  # already seen (read from events.jsonl at start, then queued again)
+        self.last_seq = event.seq
+        if isinstance(event, Step):
+            self.steps.add(event.seq, event.loss, text)
+        elif isinstance(event, System):
+            self.system = (event.seq, text)
+        elif event.type in ("log", "command"):
+            self.messages.append((event.seq, text))
+        else:
+            self.lasting.append((event.seq, text))
+            if isinstance(event, RunStarted):
+                self.run = text
+                self.state = "running"
+            elif isinstance(event, RunEnded):
+                self.state = event.status
+
+    def snapshot(self, dropped: int) -> bytes:
+        key = (self.last_seq, self.state, dropped)
+        if self._snapshot is not None and self._snapshot[0] == key:
+            return self._snapshot[1]  # a flood of hello costs a lookup each, not a rebuild
+        items = self.lasting + list(self.messages) + self.steps.items()
+        if self.system is not None:
+            items.append(self.system)
+        items.sort()
+        head = json.dumps({"op": "snapshot", "last_seq": self.last_seq, "state": self.state, "dropped": dropped})
+        reply = (head[:-1] + ',"run":' + (self.run or "null") + ',"history":[' + ",".join(t for _, t in items) + "]}").encode()
+        self._snapshot = (key, reply)
+        return reply
+
+
+class EventLog:
+    """Pages of events.jsonl by seq, for `replay`: a sparse index of (seq before, byte offset) makes
+    each page cost what it returns, not what precedes it."""
+
+    INDEX_EVERY = 256  # lines between index entries
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seqs = [0]
+        self._offsets = [0]
+
+    def page(self, after_seq: int, limit: int, upto_seq: int) -> tuple[list[str], bool]:
+        """JSON lines with after_seq < seq <= upto_seq, at most `limit`; and whether more remain."""
+        i = bisect.bisect_right(self._seqs, after_seq) - 1
+        offset, lines, size, since_index, prev_seq = self._offsets[i], [], 0, 0, self._seqs[i]
+        try:
+            fh = open(self.path, "rb")
+        except OSError:
+            return [], False
+        with fh:
+            fh.seek(offset)
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break  # being written: not yet an event
+                start, offset = offset, offset + len(raw)
+                try:
+                    seq = loads(raw).get("seq")
+                except (ProtocolError, AttributeError):
+                    continue
+                if not isinstance(seq, int):
+                    continue
+                since_index += 1
+                if since_index >= self.INDEX_EVERY and start > self._offsets[-1]:
+                    self._seqs.append(prev_seq)
+                    self._offsets.append(start)
+                    since_index = 0
+                prev_seq = seq
+                if seq <= after_seq:
+                    continue
+                if seq > upto_seq:
+                    return lines, False
+                if len(lines) >= limit or size >= REPLAY_MAX_BYTES:
+                    return lines, True
+                text = raw.decode("utf-8", "replace").strip()
+                lines.append(text)
+                size += len(text)
+        return lines, False
+
+
+# -- the publisher --------------------------------------------------------------------------------
+
+class Publisher(Callback):
+    """Publishes every event of the run and answers hello/replay/command requests (global rank 0 only).
+
+    `emit` numbers and logs the `command` events this thread produces (the
+    trainer's thread-safe `emit`); `control` receives accepted commands.
+    """
+
+    def __init__(self, run: RunFolder, control: Control | None = None, emit: Callable[[Event], None] | None = None,
+                 bind: str = "127.0.0.1:0", curve_keys: str = "", queue_size: int = QUEUE_SIZE) -> None:
+        self.run = run
+        self.control = control
+        self._emit = emit
+        self._queue: deque[Event] = deque()
+        self._queue_size = queue_size
+        self.dropped = 0  # counted on the training thread only
+        self._reported_dropped = 0
+        self._next_drop_report = 0.0
+        self._refusals: deque[float] = deque()
+        self._unlogged_refusals = 0
+        self._stopping = threading.Event()
+        self._next_heartbeat = 0.0
+        self._rest_until = 0.0  # no requests answered before this (time.monotonic()): see REQUEST_DUTY
+        self._thread: threading.Thread | None = None
+        self._auth: Any = None
+        self.history = History()
+        self.log = EventLog(run.events_path)
+        try:  # what an earlier process of this run logged; later events arrive through the queue
+            self._seed_bytes = os.path.getsize(run.events_path)
+        except OSError:
+            self._seed_bytes = 0
+
+        host, port, keys = check_bind(bind, curve_keys)
+        self.context = zmq.Context()
+        try:
+            self.pub = self.context.socket(zmq.XPUB)  # a PUB that also tells us when someone subscribes
+            self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
+            self.router = self.context.socket(zmq.ROUTER)
+            for sock in (self.pub, self.router):
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+                sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+                if ":" in host:
+                    sock.setsockopt(zmq.IPV6, 1)
+                if keys is not None:
+                    sock.curve_server = True
+                    sock.curve_publickey, sock.curve_secretkey = keys
+            self.router.setsockopt(zmq.RCVHWM, 1000)
+            if keys is not None:
+                self._start_authenticator(curve_keys)
+            self.publish_endpoint = self._bind(self.pub, host, port, bind)
+            self.control_endpoint = self._bind(self.router, host, port + 1 if port else 0, bind)
+            # The secret first, then the endpoints: whoever sees the endpoints can already find the token.
+            self.token = secrets.token_urlsafe(32)
+            atomic_write_text(run.token_path, self.token + "\n", mode=0o600)
+            telemetry: dict[str, Any] = {"publish": self.publish_endpoint, "control": self.control_endpoint}
+            if keys is not None:
+                telemetry["curve_server_key"] = keys[0].decode()
+            run.write_info(telemetry=telemetry)
+        except BaseException:
+            self._close_sockets()
+            raise
+
+        self._thread = threading.Thread(target=self._serve, name="scorch-telemetry", daemon=True)
+        self._thread.start()
+
+    def _start_authenticator(self, folder: str) -> None:
+        allowed = os.path.join(folder, "authorized_clients")
+        if not os.path.isdir(allowed):
+            return  # no ZAP handler: ZeroMQ lets any CURVE client in
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self._auth = ThreadAuthenticator(self.context)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=allowed)
+
+    def _bind(self, sock: zmq.Socket, host: str, port: int, flag: str) -> str:
+        try:
+            sock.bind(_endpoint(host, port))
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EADDRINUSE:
+                raise ScorchError(f"--bind {flag}: port {port} is already in use; choose another port "
+                                  "(this run needs PORT and PORT+1), or 127.0.0.1:0 for free ones") from None
+            raise ScorchError(f"--bind {flag}: cannot listen on {host}:{port} ({exc.strerror}); "
+                              "use an address of this machine, e.g. 127.0.0.1:0") from None
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    # -- the training thread ----------------------------------------------------------------
+
+    def event(self, event: Event) -> None:
+        """Hand `event` to the publisher thread; never blocks: when the queue is full, drop and count."""
+        if len(self._queue) >= self._queue_size:
+            self.dropped += 1
+            return
+        self._queue.append(event)
+
+    def close(self) -> None:
+        """Publish what is queued (briefly), stop the thread, close the sockets; safe to call twice."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        thread.join(timeout=10)
+
+    # -- the publisher thread ---------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            self._seed()
+            poller = zmq.Poller()
+            poller.register(self.router, zmq.POLLIN)
+            poller.register(self.pub, zmq.POLLIN)
+            while not self._stopping.is_set():
+                try:
+                    self._drain()
+                    rest = self._rest_until - time.monotonic()
+                    if rest > 0:
+                        time.sleep(min(rest, POLL_SECONDS))
+                        ready = {}
+                    else:
+                        ready = dict(poller.poll(int(POLL_SECONDS * 1000)))
+                    if self.pub in ready:
+                        self._welcome()
+                    if self.router in ready:
+                        self._answer_all()
+                    if time.monotonic() >= self._next_heartbeat:
+                        self._heartbeat()
+                    self._report()
+                except zmq.ContextTerminated:
+                    return
+                except Exception:  # noqa: BLE001 - telemetry must never take the run down; keep serving
+                    time.sleep(POLL_SECONDS)
+            deadline = time.monotonic() + FINAL_DRAIN_SECONDS
+            while self._queue and time.monotonic() < deadline:
+                self._drain()
+            self._answer_all()
+        finally:
+            self._close_sockets(pub_linger_ms=int(FINAL_DRAIN_SECONDS * 1000))
+
+    def _close_sockets(self, pub_linger_ms: int = 0) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        for name in ("router", "pub"):
+            sock = getattr(self, name, None)
+            if sock is not None and not sock.closed:
+                sock.close(linger=pub_linger_ms if name == "pub" else 0)  # let the last events (run_ended) leave
+        self.context.term()
+
+    def _seed(self) -> None:
+        """A resumed run: the history so far comes from events.jsonl, so a late joiner sees the whole run."""
+        if not self._seed_bytes:
+            return
+        try:
+            fh = open(self.log.path, "rb")
+        except OSError:
+            return
+        consumed = 0
+        with fh:
+            for raw in fh:
+                consumed += len(raw)
+                if self._stopping.is_set() or consumed > self._seed_bytes:
+                    break
+                try:
+                    event = decode(raw)
+                except ProtocolError:
+                    continue
+                if event is not None:
+                    self.history.add(event, raw.decode("utf-8", "replace").strip())
+        self.history.state = "running"  # an earlier process ended; this one is live
+
+    def _welcome(self) -> None:
+        """A new subscription: a heartbeat right away tells that subscriber its stream is live."""
+        subscribed = False
+        while True:
+            try:
+                message = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            subscribed = subscribed or message[:1] == b"\x01"
+        if subscribed:
+            self._drain()
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Not an event (no seq, not logged): the newest seq, so subscribers notice a lost last event."""
+        body = json.dumps({"type": HEARTBEAT, "v": SCHEMA_VERSION, "time": time.time(), "last_seq": self.history.last_seq,
+                           "state": self.history.state})
+        try:
+            self.pub.send_multipart([HEARTBEAT.encode(), body.encode()], zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+
+    def _drain(self) -> None:
+        while self._queue:
+            event = self._queue.popleft()
+            try:
+                text = event.to_json()
+            except (TypeError, ValueError):
+                continue  # not JSON-able: the JSONL log has already complained
+            try:
+                self.pub.send_multipart([event.type.encode(), text.encode()], zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # PUB drops at the high-water mark rather than wait
+            self.history.add(event, text)
+
+    def _answer_all(self) -> None:
+        start = time.monotonic()
+        try:
+            for _ in range(100):  # a bounded batch, then back to the queue
+                try:
+                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                self._answer_one(frames)
+                if time.monotonic() - start > REQUEST_SLICE_SECONDS:
+                    return
+        finally:
+            busy = time.monotonic() - start
+            self._rest_until = time.monotonic() + busy * (1 / REQUEST_DUTY - 1)
+
+    def _answer_one(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return
+        self._drain()  # the snapshot covers every event handed over so far
+        try:
+            reply = self._answer(frames[-1])
+        except Exception as exc:  # noqa: BLE001 - no request may bring the publisher down
+            reply = _error(f"internal error: {type(exc).__name__}")
+        try:
+            self.router.send_multipart(frames[:-1] + [reply], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the peer left or is not reading: its loss
+
+    def _answer(self, body: bytes) -> bytes:
+        if len(body) > MAX_REQUEST_BYTES:
+            return _error(f"request larger than {MAX_REQUEST_BYTES} bytes")
+        try:
+            request = loads(body)
+        except ProtocolError:
+            return _error("request is not JSON")
+        if not isinstance(request, dict):
+            return _error("request is not a JSON object")
+        op = request.get("op")
+        if op == "hello":
+            return self.history.snapshot(self.dropped)
+        if op == "replay":
+            return self._replay(request)
+        if op == "command":
+            return json.dumps(self._command(request)).encode()
+        return _error(f"unknown op {_short(op)}; expected hello, replay or command")
+
+    def _replay(self, request: dict) -> bytes:
+        after, limit = request.get("after_seq", 0), request.get("limit", REPLAY_MAX)
+        if not _is_int(after) or not _is_int(limit) or after < 0 or limit < 1:
+            return _error("replay needs integer after_seq >= 0 and limit >= 1")
+        upto = self.history.last_seq
+        lines, more = self.log.page(after, min(limit, REPLAY_MAX), upto)
+        head = json.dumps({"op": "events", "last_seq": upto, "more": more})
+        return (head[:-1] + ',"events":[' + ",".join(lines) + "]}").encode()
+
+    def _command(self, request: dict) -> dict:
+        given_id = request.get("id")
+        command_id = given_id if isinstance(given_id, str) and 0 < len(given_id) <= 64 else uuid.uuid4().hex[:12]
+        command = request.get("command")
+        name = command if isinstance(command, str) and len(command) <= 32 else _short(command)
+        after_epoch = request.get("after_epoch", False)
+        token = request.get("token")
+        if not isinstance(token, str) or not token:
+            return self._refuse(command_id, name, "missing token (read it from RUN_DIR/.token)", after_epoch)
+        if not hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode()):
+            return self._refuse(command_id, name, "wrong token", after_epoch)
+        if command not in COMMANDS:
+            return self._refuse(command_id, name, f"unknown command {name}; expected {' or '.join(COMMANDS)}", after_epoch)
+        if not isinstance(after_epoch, bool):
+            return self._refuse(command_id, name, "after_epoch must be true or false", False)
+        if self.history.state != "running":
+            return self._refuse(command_id, name, f"the run has ended ({self.history.state})", after_epoch)
+        if self.control is None:
+            return self._refuse(command_id, name, "this run takes no commands", after_epoch)
+        self.control.request(command, id=command_id, after_epoch=after_epoch, source="request")
+        self._log_event(Command(id=command_id, command=command, status="accepted", after_epoch=after_epoch))
+        return {"op": "ack", "id": command_id, "status": "accepted", "reason": ""}
+
+    def _refuse(self, command_id: str, command: str, reason: str, after_epoch: Any) -> dict:
+        now = time.monotonic()
+        while self._refusals and self._refusals[0] < now - 60:
+            self._refusals.popleft()
+        if len(self._refusals) < REFUSAL_EVENTS_PER_MINUTE:
+            self._refusals.append(now)
+            self._log_event(Command(id=command_id, command=command, status="refused", reason=reason,
+                                    after_epoch=after_epoch is True))
+        else:
+            self._unlogged_refusals += 1
+        return {"op": "ack", "id": command_id, "status": "refused", "reason": reason}
+
+    def _report(self) -> None:
+        """Now and then, say in the log what the stream could not carry."""
+        now = time.monotonic()
+        if now < self._next_drop_report:
+            return
+        dropped, refused = self.dropped - self._reported_dropped, self._unlogged_refusals
+        if dropped:
+            self._reported_dropped += dropped
+            self._log_event(Log(level="warning", message=f"telemetry: {dropped} events were not streamed (publisher "
+                                "queue full); events.jsonl has them and clients fetch them with replay"))
+        if refused:  # during a flood too, every DROP_REPORT_SECONDS: the count is what tells of an attack
+            self._unlogged_refusals = 0
+            self._log_event(Log(level="warning", message=f"telemetry: {refused} more commands were refused "
+                                "(too many to log one by one)"))
+        self._next_drop_report = now + DROP_REPORT_SECONDS
+
+    def _log_event(self, event: Event) -> None:
+        if self._emit is None:
+            return
+        try:
+            self._emit(event)
+        except Exception:  # noqa: BLE001 - a failing log sink must not stop the publisher
+            pass
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 32 else text[:29] + "..."
+
+
+def _error(reason: str) -> bytes:
+    return json.dumps({"op": "error", "status": "refused", "reason": reason}).encode()

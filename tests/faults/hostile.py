@@ -1,0 +1,115 @@
+"""Hostile and broken clients of a run's control socket, as small programs (ZeroMQ only, no torch).
+
+    python hostile.py flood CONTROL_ENDPOINT SECONDS SEED [RATE]
+        For SECONDS (at most RATE messages a second; 0: as fast as it can), from several connections at once: random bytes, oversized messages (over the
+        64 KiB request limit, and over ZeroMQ's 1 MiB frame limit, which drops the connection),
+        floods of `hello`, commands with wrong or missing tokens, random JSON; some connections
+        never read their replies. Prints {"sent": N, "kinds": {...}, "answered": M} at the end.
+
+    python hostile.py command CONTROL_ENDPOINT TOKEN COMMAND ID
+        Sends one command and prints "sent", then waits for the answer (the test kills it first).
+
+The bench (bench/fault_drill.py) and tests/faults use the same code, so the drill's numbers and the
+tests' assertions are about the same hostile traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+
+import zmq
+
+KINDS = ("random_bytes", "oversized", "huge_frame", "hello", "wrong_token", "no_token", "random_json", "multipart")
+
+
+def message(kind: str, rng: random.Random) -> list[bytes]:
+    """One hostile request of `kind`, as the frames a DEALER sends."""
+    if kind == "random_bytes":
+        return [rng.randbytes(rng.randrange(1, 300))]
+    if kind == "oversized":
+        return [b'{"op": "hello", "pad": "' + b"x" * (100 * 1024) + b'"}']
+    if kind == "huge_frame":
+        return [b"\0" * (2 * 1024 * 1024)]
+    if kind == "hello":
+        return [b'{"op": "hello"}']
+    if kind == "wrong_token":
+        command = rng.choice(["stop", "checkpoint"])
+        return [json.dumps({"op": "command", "command": command, "token": rng.randbytes(16).hex()}).encode()]
+    if kind == "no_token":
+        return [json.dumps({"op": "command", "command": "stop"}).encode()]
+    if kind == "random_json":
+        value = rng.choice([None, 1, "x", [], {"op": rng.choice(["replay", "command", "nope", 7])},
+                            {"op": "replay", "after_seq": rng.randrange(-5, 10**6), "limit": rng.choice([0, 1, 10**9, "a"])}])
+        return [json.dumps(value).encode()]
+    return [rng.randbytes(8), b"", b'{"op": "hello"}']  # multipart: extra frames before the request
+
+
+def flood(endpoint: str, seconds: float, seed: int, rate: float = 0, max_messages: int = 0) -> dict:
+    """Send hostile traffic for `seconds` (or until `max_messages`), at most `rate` a second; returns counts."""
+    rng = random.Random(seed)
+    context = zmq.Context()
+    sockets: list[tuple[zmq.Socket, bool]] = []
+
+    def connect(reads: bool) -> zmq.Socket:
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100)
+        sock.setsockopt(zmq.RCVHWM, 100)
+        sock.connect(endpoint)
+        return sock
+
+    for i in range(6):
+        sockets.append((connect(reads=i % 2 == 0), i % 2 == 0))  # half never read their replies
+    sent, answered, kinds = 0, 0, dict.fromkeys(KINDS, 0)
+    start = time.monotonic()
+    deadline = start + seconds
+    try:
+        while time.monotonic() < deadline and (not max_messages or sent < max_messages):
+            if rate and sent > rate * (time.monotonic() - start):
+                time.sleep(0.005)
+                continue
+            i = rng.randrange(len(sockets))
+            sock, reads = sockets[i]
+            kind = rng.choices(KINDS, weights=(20, 2, 1, 30, 30, 5, 10, 2))[0]
+            try:
+                sock.send_multipart(message(kind, rng), zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the server is not keeping up with this connection: a real flooder moves on
+            else:
+                sent += 1
+                kinds[kind] += 1
+            if kind == "huge_frame":  # the server drops this connection: come back on a new one
+                sock.close()
+                sock = connect(reads)
+                sockets[i] = (sock, reads)
+            while reads and sock.poll(0):
+                sock.recv_multipart()
+                answered += 1
+    finally:
+        for sock, _ in sockets:
+            sock.close()
+        context.term()
+    return {"sent": sent, "kinds": kinds, "answered": answered}
+
+
+def send_command(endpoint: str, token: str, command: str, command_id: str) -> None:
+    """A dashboard that sends a command and then dies (the caller kills it after "sent")."""
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    sock.send(json.dumps({"op": "command", "command": command, "id": command_id, "token": token}).encode())
+    print("sent", flush=True)
+    sock.poll(60_000)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "flood":
+        rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0
+        print(json.dumps(flood(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), rate)), flush=True)
+    else:
+        send_command(*sys.argv[2:6])

@@ -1,0 +1,72 @@
+"""A publisher driven directly: synthetic events numbered and logged the way the trainer does it."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from scorch.callbacks.jsonl import JsonlLog
+from scorch.run_folder import RunFolder
+from scorch.telemetry.client import RunClient
+from scorch.telemetry.control import Control
+from scorch.telemetry.protocol import Event, RunStarted, Step
+from scorch.telemetry.publisher import Publisher
+
+
+class SyntheticRun:
+    """A run folder, events.jsonl and a Publisher, with `emit` like Trainer.emit (numbered, thread-safe)."""
+
+    def __init__(self, path: Path, resume: bool = False, **publisher_args: Any) -> None:
+        self.folder = RunFolder(str(path))
+        self.folder.create(reuse=resume)
+        self.folder.write_info(name=path.name, state="running", pid=os.getpid())
+        self.log = JsonlLog(self.folder.events_path)
+        self.control = Control()
+        self.seq = self.folder.last_seq()  # a resumed run numbers on, like the trainer
+        self._lock = threading.RLock()
+        self.publisher: Publisher | None = None
+        self.publisher = Publisher(self.folder, self.control, self.emit, **publisher_args)
+
+    def emit(self, event: Event) -> Event:
+        with self._lock:
+            self.seq += 1
+            event = event.stamped(self.seq)
+            self.log.event(event)
+            if self.publisher is not None:
+                self.publisher.event(event)
+        return event
+
+    def start(self, epochs: int = 3, steps: int = 100) -> None:
+        self.emit(RunStarted(name=self.folder.path, epochs=epochs, steps_per_epoch=steps))
+
+    def steps(self, count: int, start: int = 0) -> None:
+        for i in range(start, start + count):
+            self.emit(Step(step=i + 1, epoch_step=i + 1, steps_in_epoch=count, loss=1.0 / (i + 1), rate=100.0))
+
+    def client(self, **kwargs: Any) -> RunClient:
+        return RunClient.from_run_dir(self.folder.path, **kwargs)
+
+    def logged(self) -> list[dict]:
+        with open(self.folder.events_path) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def wait_published(self, seq: int, timeout: float = 5.0) -> None:
+        """Until the publisher thread has handled event `seq` (its snapshot covers it)."""
+        deadline = time.monotonic() + timeout
+        while self.publisher.history.last_seq < seq:
+            assert time.monotonic() < deadline, f"publisher stuck at seq {self.publisher.history.last_seq} < {seq}"
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+        self.log.close()
+
+
+def as_dicts(events: list[Event]) -> list[dict]:
+    """Events as JSON-roundtripped dicts, comparable with events.jsonl lines."""
+    return [json.loads(e.to_json()) for e in events]

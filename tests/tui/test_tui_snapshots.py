@@ -1,0 +1,71 @@
+"""SVG snapshots of the dashboard at 80x24 and 120x40 (pytest-textual-snapshot).
+
+Every input is fixed (events, their times, the app's clock), so the pictures
+are the same on every machine. After a deliberate change to the looks, review
+and refresh them with `pytest tests/tui/test_tui_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+from scorch_tui.app import ScorchApp
+from scorch_tui.runs import RunEntry
+from scorch_tui.sources import ConnectionChanged, ScriptedSource
+from tui_helpers import ScriptedRun, settle
+
+LIVE = ConnectionChanged("live", "tcp://127.0.0.1:5556")
+
+
+def live_run(commands_off: str = "") -> tuple[ScorchApp, ScriptedSource]:
+    """A 4-rank run in its fifth epoch, a warning logged, rank 2 lagging."""
+    run = ScriptedRun()
+    source = ScriptedSource(commands_off=commands_off)
+    source.feed(LIVE, *run.through(4, 37), *run.log("loss spiked at step 250 (lr 0.01)"))
+    return ScorchApp(source, clock=run.clock), source
+
+
+def test_live_run_at_80x24(snap_compare):
+    app, _ = live_run()
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def test_live_run_at_120x40(snap_compare):
+    app, _ = live_run()
+    assert snap_compare(app, terminal_size=(120, 40), run_before=settle)
+
+
+def test_read_only_and_reconnecting_at_80x24(snap_compare):
+    app, source = live_run(commands_off="read-only: no token (cannot read /runs/r/.token; pass --token-file)")
+    source.connection("reconnecting", "no answer from the run at tcp://127.0.0.1:5556 within 2 s")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def test_stop_asks_first_at_80x24(snap_compare):
+    app, _ = live_run()
+
+    async def press_s(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        await pilot.press("s")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=press_s)
+
+
+def test_finished_run_at_80x24(snap_compare):
+    run = ScriptedRun(epochs=6)
+    source = ScriptedSource()
+    events = run.through(6)
+    source.feed(ConnectionChanged("replay", "/runs/r/events.jsonl"), *events, *run.ended("early_stopped",
+                "main did not improve by more than 0.0 for 3 epochs (best 0.70 at epoch 5)"))
+    app = ScorchApp(source, clock=run.clock)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def test_run_picker_at_80x24(snap_compare):
+    entries = [
+        RunEntry("/runs/b", "20240102-093000-resnet", "running", "live", 5, 10, "main 0.62 @4", 2.0, True),
+        RunEntry("/runs/a", "20240101-120000-resnet", "early_stopped", "finished", 6, 10, "main 0.7 @5", 1.0, True),
+        RunEntry("/runs/c", "20231231-180000-mlp", "failed", "finished", 1, 30, "", 0.5, True),
+        RunEntry("/runs/d", "20231230-080000-mlp", "running", "gone", 3, 30, "main 0.31 @3", 0.2, False),
+    ]
+    app = ScorchApp(runs_folder="runs", lister=lambda folder: entries, refresh_list=False)
+    assert snap_compare(app, terminal_size=(80, 24))

@@ -1,0 +1,426 @@
+"""What the dashboard knows about one run, built from source items. No UI here.
+
+The screen applies every item to a `RunModel` as it arrives (cheap) and
+redraws from it at most a few times a second; tests can check the model
+directly. Like nvitop's `api/`, this layer never imports the widgets.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scorch_tui.series import MinMaxSeries
+from scorch_tui.sources import (
+    CONNECTING,
+    ERROR,
+    FOLLOWING,
+    GONE,
+    LIVE,
+    RECONNECTING,
+    CommandAck,
+    ConnectionChanged,
+    Item,
+    RunInfo,
+)
+
+from scorch.telemetry.protocol import (
+    CheckpointSaved,
+    Command,
+    EpochEnd,
+    Event,
+    Log,
+    RunEnded,
+    RunStarted,
+    Step,
+    System,
+)
+
+# Metric names where smaller is better, when the run does not say (it only says for the monitored one).
+SMALLER_IS_BETTER = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ppl", "cer", "wer", "nll")
+
+RECENT = 200  # recent notes kept for the event log
+
+
+@dataclass
+class MetricTrack:
+    """One metric over the epochs: valid and train values, and the best so far."""
+
+    name: str
+    mode: str  # "max" or "min": which way is better
+    valid: MinMaxSeries = field(default_factory=MinMaxSeries)  # x: epoch (1-based)
+    train: MinMaxSeries = field(default_factory=MinMaxSeries)
+    last: float | None = None
+    last_train: float | None = None
+    best: float | None = None
+    best_epoch: int | None = None  # 1-based
+    best_train: float | None = None
+    best_train_epoch: int | None = None
+    values: list[float] = field(default_factory=list)  # valid values, kept only while few (alias detection)
+
+    def add(self, epoch: int, value: float | None, train: float | None) -> None:
+        if value is not None:
+            self.valid.append(epoch, value)
+            self.last = value
+            if len(self.values) < 64:
+                self.values.append(value)
+            if math.isfinite(value) and (self.best is None or (value > self.best if self.mode == "max" else value < self.best)):
+                self.best, self.best_epoch = value, epoch
+        if train is not None:
+            self.train.append(epoch, train)
+            self.last_train = train
+            if math.isfinite(train) and (self.best_train is None or (
+                    train > self.best_train if self.mode == "max" else train < self.best_train)):
+                self.best_train, self.best_train_epoch = train, epoch
+
+
+@dataclass(frozen=True)
+class Note:
+    """One line of the event log: when (seconds since the run started), what kind, the text."""
+
+    at: float | None
+    kind: str  # checkpoint | command | log | connection | ended | ack
+    text: str
+    level: str = "info"  # info | warning | error | good
+
+
+@dataclass
+class RankUsage:
+    """One rank's latest resource figures, from a `system` event."""
+
+    rank: int
+    host: str = ""
+    cpu: float | None = None
+    ram: float | None = None
+    ram_total: float | None = None
+    step_time: float | None = None
+    data_time: float | None = None
+    gpus: list = field(default_factory=list)
+
+
+def better_mode(name: str) -> str:
+    lowered = name.lower()
+    return "min" if any(word in lowered for word in SMALLER_IS_BETTER) else "max"
+
+
+class RunModel:
+    """The run as the dashboard sees it. `apply(items)` is the only way in."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.applied = 0  # items applied so far (tests wait on this)
+        self.version = 0  # bumped by every change: widgets redraw when it moved
+        self.last_seq = 0
+        # What the run is.
+        self.name = ""
+        self.run_dir = ""
+        self.model_file = ""
+        self.world_size = 1
+        self.hosts: list[str] = []
+        self.device = ""
+        self.backend = ""
+        self.batch_size = 0
+        self.monitor = "main"
+        self.mode = "max"
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.last_time: float | None = None  # time of the newest event
+        # Where it is.
+        self.state = "running"  # running | completed | stopped | early_stopped | preempted | failed
+        self.end_reason = ""
+        self.connection = CONNECTING
+        self.connection_detail = ""
+        self.epochs = 0
+        self.epochs_done = 0
+        self.epoch = 0  # the epoch in progress, 0-based
+        self.epoch_step = 0
+        self.steps_in_epoch = 0
+        self.step = 0
+        self.rate = 0.0  # samples per second
+        self.lr: float | None = None
+        self.loss: float | None = None  # latest training loss (step window)
+        self._rate_window: deque[tuple[float, int]] = deque(maxlen=20)
+        self.epoch_durations: list[float] = []
+        # Charts and table.
+        self.train_loss = MinMaxSeries()  # x: global step
+        self.valid_loss = MinMaxSeries()  # x: global step at the epoch's end
+        self.epoch_train_loss = MetricTrack("train loss", "min")
+        self.metrics: dict[str, MetricTrack] = {}
+        self.main_alias: str | None = None  # the metric `main` merely repeats, if any
+        # Ranks.
+        self.ranks: list[RankUsage] = []
+        self.slowest: int | None = None
+        # Events and commands.
+        self.notes: deque[Note] = deque(maxlen=RECENT)
+        self.notes_total = 0
+        self.last_ack: CommandAck | None = None
+        self.last_checkpoint: CheckpointSaved | None = None
+        self.pending_commands: dict[str, str] = {}  # id -> command, until applied
+
+    # -- applying ------------------------------------------------------------------------------
+
+    def apply(self, items: list[Item]) -> None:
+        for item in items:
+            self.applied += 1
+            if isinstance(item, Event):
+                if item.seq and item.seq <= self.last_seq:
+                    continue  # seen already (a snapshot after a reconnect repeats history)
+                self.last_seq = max(self.last_seq, item.seq)
+                if item.time:
+                    self.last_time = item.time
+                self._event(item)
+            elif isinstance(item, ConnectionChanged):
+                self._connection(item)
+            elif isinstance(item, CommandAck):
+                self._ack(item)
+            elif isinstance(item, RunInfo):
+                self._info(item.info)
+        self.version += 1
+
+    def _note(self, at: float | None, kind: str, text: str, level: str = "info") -> None:
+        self.notes.append(Note(None if at is None or self.started is None else at - self.started, kind, text, level))
+        self.notes_total += 1
+
+    def _info(self, info: dict) -> None:
+        self.name = str(info.get("name") or self.name)
+        self.world_size = int(info.get("world_size") or self.world_size)
+        self.hosts = list(info.get("hosts") or self.hosts)
+        self.device = str(info.get("device") or self.device)
+        if isinstance(info.get("started"), (int, float)) and self.started is None:
+            self.started = float(info["started"])
+        if isinstance(info.get("ended"), (int, float)):
+            self.ended = float(info["ended"])
+        state = info.get("state")
+        if isinstance(state, str) and state:
+            self.state = state
+            if info.get("reason"):
+                self.end_reason = str(info["reason"])
+        config = info.get("config")
+        if isinstance(config, dict):
+            self._config(config)
+
+    def _config(self, config: dict) -> None:
+        self.monitor = str(config.get("monitor") or self.monitor)
+        self.mode = str(config.get("mode") or self.mode)
+        self.epochs = int(config.get("epochs") or self.epochs)
+        self.batch_size = int(config.get("batch_size") or self.batch_size)
+
+    def _event(self, ev: Event) -> None:
+        if isinstance(ev, Step):
+            self._step(ev)
+        elif isinstance(ev, EpochEnd):
+            self._epoch_end(ev)
+        elif isinstance(ev, System):
+            self._system(ev)
+        elif isinstance(ev, CheckpointSaved):
+            self.last_checkpoint = ev
+            self._note(ev.time, "checkpoint", f"checkpoint saved ({ev.reason}): {_short_path(ev.path)} "
+                       f"after epoch {ev.epoch}, step {ev.step}", "good")
+        elif isinstance(ev, Log):
+            level = {"warning": "warning", "error": "error"}.get(ev.level, "info")
+            self._note(ev.time, "log", ev.message, level)
+        elif isinstance(ev, Command):
+            self._command(ev)
+        elif isinstance(ev, RunEnded):
+            self.state = ev.status
+            self.end_reason = ev.reason
+            self.ended = ev.time or self.ended
+            level = {"completed": "good", "failed": "error"}.get(ev.status, "warning")
+            self._note(ev.time, "ended", f"run ended: {ev.status.replace('_', ' ')}" + (f" ({ev.reason})" if ev.reason else ""),
+                       level)
+        elif isinstance(ev, RunStarted):
+            self._run_started(ev)
+
+    def _run_started(self, ev: RunStarted) -> None:
+        self.name = ev.name or self.name
+        self.run_dir = ev.run_dir
+        self.model_file = ev.model
+        self.epochs = ev.epochs or self.epochs
+        self.world_size = ev.world_size or 1
+        self.hosts = list(ev.hosts) or self.hosts
+        self.device = ev.device
+        self.backend = ev.backend
+        self.batch_size = ev.batch_size
+        self.steps_in_epoch = ev.steps_per_epoch or self.steps_in_epoch
+        if ev.config:
+            self._config(ev.config)
+        self.started = ev.time or self.started
+        self.state = "running"
+        self.ended = None
+        self.end_reason = ""
+        self.epoch = self.epochs_done = max(self.epochs_done, ev.start_epoch)
+        self._rate_window.clear()
+        resumed = f" (resumed from {_short_path(ev.resumed_from)})" if ev.resumed_from else ""
+        self._note(ev.time, "log", f"run started: {self.world_size} rank{'s' if self.world_size != 1 else ''} on "
+                   f"{', '.join(dict.fromkeys(self.hosts)) or '?'}, {ev.device}{resumed}")
+
+    def _step(self, ev: Step) -> None:
+        self.epoch = ev.epoch
+        self.epoch_step = ev.epoch_step
+        self.steps_in_epoch = ev.steps_in_epoch or self.steps_in_epoch
+        self.step = ev.step
+        self.rate = ev.rate
+        self.lr = ev.lr
+        self.loss = ev.loss
+        self.train_loss.append(ev.step, ev.loss)
+        if ev.time:
+            self._rate_window.append((ev.time, ev.step))
+
+    def _epoch_end(self, ev: EpochEnd) -> None:
+        epoch = ev.epoch + 1  # shown 1-based
+        self.epochs_done = max(self.epochs_done, epoch)
+        self.step = max(self.step, ev.step)
+        if self.epochs_done < self.epochs or not self.epochs:
+            self.epoch, self.epoch_step = self.epochs_done, 0
+        else:
+            self.epoch, self.epoch_step = ev.epoch, self.steps_in_epoch
+        if ev.duration > 0:
+            self.epoch_durations.append(ev.duration)
+        self.lr = ev.lr or self.lr
+        self.epoch_train_loss.add(epoch, None, ev.train_loss)
+        for name in dict.fromkeys([*ev.metrics, *ev.train_metrics]):
+            track = self.metrics.get(name)
+            if track is None:
+                track = self.metrics[name] = MetricTrack(name, self.mode if name == self.monitor else better_mode(name))
+            track.add(epoch, _num(ev.metrics.get(name)), _num(ev.train_metrics.get(name)))
+        best = ev.best if isinstance(ev.best, dict) else {}
+        monitored = self.metrics.get(self.monitor)
+        if monitored is not None and isinstance(best.get("value"), (int, float)) and isinstance(best.get("epoch"), int):
+            if math.isfinite(best["value"]):
+                monitored.best, monitored.best_epoch = float(best["value"]), best["epoch"] + 1
+        valid_loss = _num(ev.metrics.get("loss"))
+        if valid_loss is not None:
+            self.valid_loss.append(ev.step, valid_loss)
+        self.main_alias = self._find_alias()
+
+    def _find_alias(self) -> str | None:
+        """The metric that `main` always equals (the digits example's accuracy), to show once, not twice."""
+        main = self.metrics.get("main")
+        if main is None or len(main.values) >= 64:
+            return self.main_alias if main is not None else None
+        for name, track in self.metrics.items():
+            if name not in ("main", "loss") and track.values == main.values and track.values:
+                return name
+        return None
+
+    def _system(self, ev: System) -> None:
+        ranks = []
+        for entry in ev.ranks:
+            if not isinstance(entry, dict):
+                continue
+            ranks.append(RankUsage(
+                rank=int(entry.get("rank", len(ranks))), host=str(entry.get("host", "")), cpu=_num(entry.get("cpu")),
+                ram=_num(entry.get("ram")), ram_total=_num(entry.get("ram_total")), step_time=_num(entry.get("step_time")),
+                data_time=_num(entry.get("data_time")),
+                gpus=[g for g in entry.get("gpus") or [] if isinstance(g, dict)]))
+        self.ranks = sorted(ranks, key=lambda r: r.rank)
+        timed = [r for r in self.ranks if r.step_time is not None]
+        self.slowest = max(timed, key=lambda r: r.step_time).rank if len(timed) > 1 else None
+
+    def _command(self, ev: Command) -> None:
+        what = ev.command + (" after this epoch" if ev.after_epoch else "")
+        if ev.status == "applied":
+            self.pending_commands.pop(ev.id, None)
+            self._note(ev.time, "command", f"{what} applied" + (f" {ev.reason}" if ev.reason else ""), "good")
+        elif ev.status == "refused":
+            self._note(ev.time, "command", f"{what} refused: {ev.reason}", "warning")
+        else:
+            self._note(ev.time, "command", f"{what} {ev.status}" + (f": {ev.reason}" if ev.reason else ""))
+
+    def _connection(self, item: ConnectionChanged) -> None:
+        before = self.connection
+        self.connection = item.state
+        self.connection_detail = item.detail
+        if item.state == before:
+            return
+        if item.state in (RECONNECTING, ERROR, GONE):
+            prefix = {RECONNECTING: "connection lost", ERROR: "error", GONE: "process gone"}[item.state]
+            self._note(self.clock(), "connection", f"{prefix}: {item.detail}", "error")
+        elif item.state == LIVE and before in (RECONNECTING, CONNECTING) and self.notes_total:
+            self._note(self.clock(), "connection", "connected again", "good")
+
+    def _ack(self, ack: CommandAck) -> None:
+        """The control bar shows every ack; the log only those the run never saw (it logs the others itself)."""
+        self.last_ack = ack
+        if ack.status == "accepted" and ack.id:
+            self.pending_commands[ack.id] = ack.command
+        if ack.status not in ("accepted", "refused"):
+            what = ack.command + (" after this epoch" if ack.after_epoch else "")
+            self._note(self.clock(), "ack", f"{what}: {ack.status}" + (f" ({ack.reason})" if ack.reason else ""), "warning")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def watching_live(self) -> bool:
+        """Whether the clock runs for this view (a live or followed run that has not ended)."""
+        return self.state == "running" and self.connection in (LIVE, CONNECTING, RECONNECTING, FOLLOWING)
+
+    def elapsed(self) -> float | None:
+        if self.started is None:
+            return None
+        if self.ended is not None and self.state != "running":
+            end = self.ended
+        elif self.watching_live:
+            end = self.clock()
+        else:
+            end = self.last_time or self.started
+        return max(0.0, end - self.started)
+
+    def steps_per_second(self) -> float | None:
+        if len(self._rate_window) >= 2:
+            (t0, s0), (t1, s1) = self._rate_window[0], self._rate_window[-1]
+            if t1 > t0 and s1 > s0:
+                return (s1 - s0) / (t1 - t0)
+        if self.rate and self.batch_size:
+            return self.rate / (self.batch_size * max(1, self.world_size))
+        return None
+
+    def eta(self) -> float | None:
+        """Seconds left: the rest of this epoch at the step rate, the other epochs at their measured length."""
+        if self.state != "running" or not self.epochs or not self.steps_in_epoch:
+            return None
+        sps = self.steps_per_second()
+        left_in_epoch = max(0, self.steps_in_epoch - self.epoch_step)
+        epochs_after = max(0, self.epochs - self.epoch - 1)
+        if self.epoch_durations:
+            per_epoch = sum(self.epoch_durations[-5:]) / len(self.epoch_durations[-5:])
+            current = left_in_epoch / sps if sps else per_epoch * left_in_epoch / self.steps_in_epoch
+            return current + epochs_after * per_epoch
+        if not sps:
+            return None
+        return (left_in_epoch + epochs_after * self.steps_in_epoch) / sps
+
+    def epoch_fraction(self) -> float:
+        if not self.epochs:
+            return 0.0
+        within = self.epoch_step / self.steps_in_epoch if self.steps_in_epoch else 0.0
+        done = self.epochs_done if self.epochs_done > self.epoch else self.epoch + within
+        return min(1.0, done / self.epochs)
+
+    def chart_metrics(self) -> list[MetricTrack]:
+        """The metrics that get a chart of their own: all but loss (on the loss chart) and a repeated main."""
+        skip = {"loss", "main" if self.main_alias else ""}
+        tracks = [t for name, t in self.metrics.items() if name not in skip]
+        return sorted(tracks, key=lambda t: (t.name != self.monitor and t.name != self.main_alias, 0))
+
+    def metric_label(self, name: str) -> str:
+        if name == self.main_alias:
+            return f"{name} (main)"
+        return name
+
+
+def _num(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _short_path(path: str | None) -> str:
+    """The last two parts of a path: checkpoints/last.pt."""
+    if not path:
+        return ""
+    parts = path.rstrip("/").split("/")
+    return "/".join(parts[-2:])

@@ -1,0 +1,124 @@
+"""A folder of runs, as the picker lists them: name, state, epoch, best metric, live or finished.
+
+Reads only each run's run.json and the tail of its events.jsonl, so a folder
+of hundreds of long runs lists at once. No UI here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+
+from scorch_tui.sources import read_json
+
+TAIL_BYTES = 1 << 20  # how far back from the end to look for the last epoch_end, per read
+TAIL_LIMIT = 16 << 20  # and at most this far
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    path: str
+    name: str
+    state: str  # run.json's state: running or an end status
+    liveness: str  # live | finished | gone (running, but its process is not) | elsewhere (running on another host)
+    epochs_done: int
+    epochs: int
+    best: str  # "main 0.9731 @3" or ""
+    started: float
+    has_telemetry: bool
+
+    @property
+    def watchable_live(self) -> bool:
+        return self.liveness in ("live", "elsewhere")
+
+
+def is_run_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "run.json")) or os.path.isfile(os.path.join(path, "events.jsonl"))
+
+
+def list_runs(folder: str) -> list[RunEntry]:
+    """Every run folder directly inside `folder`, newest first."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    entries = [read_entry(os.path.join(folder, name)) for name in names
+               if not name.startswith(".") and is_run_dir(os.path.join(folder, name))]
+    return sorted(entries, key=lambda e: (e.started, e.name), reverse=True)
+
+
+def read_entry(path: str) -> RunEntry:
+    info = read_json(os.path.join(path, "run.json"))
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    last = last_epoch_end(os.path.join(path, "events.jsonl"))
+    state = str(info.get("state") or ("running" if last is None else "running"))
+    epochs = int(config.get("epochs") or 0)
+    best = ""
+    epochs_done = 0
+    if last is not None:
+        epochs_done = int(last.get("epoch", -1)) + 1
+        b = last.get("best") if isinstance(last.get("best"), dict) else {}
+        if isinstance(b.get("value"), (int, float)) and isinstance(b.get("epoch"), int):
+            best = f"{config.get('monitor') or 'main'} {b['value']:.4g} @{b['epoch'] + 1}"
+    started = info.get("started")
+    if not isinstance(started, (int, float)):
+        try:
+            started = os.path.getmtime(path)
+        except OSError:
+            started = 0.0
+    return RunEntry(path=os.path.abspath(path), name=str(info.get("name") or os.path.basename(path.rstrip("/"))),
+                    state=state, liveness=liveness(info), epochs_done=epochs_done, epochs=epochs, best=best,
+                    started=float(started), has_telemetry=isinstance(info.get("telemetry"), dict))
+
+
+def liveness(info: dict) -> str:
+    """live, finished, gone or elsewhere: what run.json's state means on this host right now."""
+    if info.get("state", "running") != "running":
+        return "finished"
+    hosts = info.get("hosts") or []
+    here = socket.gethostname()
+    if hosts and hosts[0] not in (here, here.split(".")[0], os.uname().nodename):
+        return "elsewhere"
+    pid = info.get("pid")
+    if isinstance(pid, int) and pid > 0:
+        return "live" if pid_alive(pid) else "gone"
+    return "live"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def last_epoch_end(path: str) -> dict | None:
+    """The last epoch_end event of an events.jsonl, reading backwards from the end."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            pos, carry = end, b""
+            while pos > 0 and end - pos < TAIL_LIMIT:
+                start = max(0, pos - TAIL_BYTES)
+                fh.seek(start)
+                chunk = fh.read(pos - start) + carry
+                lines = chunk.split(b"\n")
+                carry = lines.pop(0) if start > 0 else b""
+                for line in reversed(lines):
+                    if b'"epoch_end"' in line:
+                        try:
+                            data = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(data, dict) and data.get("type") == "epoch_end":
+                            return data
+                pos = start
+    except OSError:
+        return None
+    return None

@@ -1,0 +1,36 @@
+"""HelpScreen: the keys, in a box over the run; any of esc, ? or enter closes it."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+HELP = """\
+[b]c[/b]        checkpoint now (training goes on)
+[b]s[/b]        stop: checkpoint, then end (asks first:
+         [b]y[/b] now, [b]e[/b] after this epoch)
+[b]q[/b]        quit the dashboard; the job goes on
+[b]esc[/b]      back to the run list (from a folder)
+[b]tab[/b]      move between panels; [b]arrows[/b] scroll
+[b]ctrl+p[/b]   command palette (the same commands)
+[b]?[/b]        this help
+
+Commands need the run's token (RUN_DIR/.token or
+--token-file); without it the dashboard is read-only."""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,enter,h", "close", "close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-box", classes="dialog"):
+            yield Static(HELP, id="help-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-box").border_title = "keys"
+
+    def action_close(self) -> None:
+        self.dismiss(None)

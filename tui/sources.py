@@ -1,0 +1,483 @@
+"""Where the dashboard's data comes from: a live run, a saved run, or a script (tests).
+
+The app receives a `Source` and never builds one (memray's `TUIApp(reader)`):
+the command line picks live or replay, tests hand in a `ScriptedSource`. A
+source has one small surface:
+
+- `read(timeout)` -> a batch of items (events, connection changes, command
+  acknowledgements, run.json facts); called only by the `SourceReader` thread,
+  so a source may block and may use sockets that are not thread-safe;
+- `send(command, after_epoch)` -> queue a command from the UI thread; its
+  acknowledgement comes back later through `read`;
+- `commands_off` -> "" when commands can be sent, otherwise the reason they
+  cannot (shown on screen).
+
+A lost connection is an item (`ConnectionChanged`), never an exception: the
+screen shows it and the source keeps trying.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
+
+from scorch.telemetry.protocol import Event, ProtocolError, RunEnded, RunStarted, decode
+
+if TYPE_CHECKING:
+    from scorch.telemetry.client import RunClient
+
+# Connection states, as shown on screen.
+CONNECTING, LIVE, RECONNECTING, ENDED, REPLAY, FOLLOWING, GONE, ERROR = (
+    "connecting", "live", "reconnecting", "ended", "replay", "following", "gone", "error")
+
+CLIENT_TIMEOUT = 2.0  # seconds a request may take: the reader thread must stay quick to stop
+MAX_BATCH = 5000  # items per read: a huge replay arrives in slices and the screen stays responsive
+
+
+@dataclass(frozen=True)
+class ConnectionChanged:
+    """The link to the run changed: state is one of the connection states above."""
+
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CommandAck:
+    """The run's answer to a command we sent: accepted, refused, or failed (never reached it)."""
+
+    command: str
+    status: str
+    reason: str = ""
+    id: str = ""
+    after_epoch: bool = False
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Facts about the run from run.json or a snapshot (name, state, hosts, started, ended...)."""
+
+    info: dict = field(default_factory=dict)
+
+
+Item = Union[Event, ConnectionChanged, CommandAck, RunInfo]
+
+
+class SourceError(Exception):
+    """The source cannot be opened at all (not a run folder, bad endpoint); `message` is for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Source:
+    """The surface the app uses. Subclasses implement `_read` and `_command`."""
+
+    label = ""  # where the data comes from (a run folder, an endpoint), shown on screen
+    commands_off = ""  # why commands cannot be sent; "" when they can
+
+    def __init__(self) -> None:
+        self._commands: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
+
+    def send(self, command: str, after_epoch: bool = False) -> None:
+        """Queue `command` (checkpoint|stop); any thread. The ack arrives through `read`."""
+        self._commands.put((command, after_epoch))
+
+    def read(self, timeout: float) -> list[Item]:
+        """Pending acks first, then whatever arrived within `timeout` seconds."""
+        items: list[Item] = []
+        while True:
+            try:
+                command, after_epoch = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if self.commands_off:
+                items.append(CommandAck(command, "refused", self.commands_off, after_epoch=after_epoch))
+            else:
+                items.append(self._command(command, after_epoch))
+        items.extend(self._read(0.0 if items else timeout))
+        return items
+
+    def _read(self, timeout: float) -> list[Item]:
+        raise NotImplementedError
+
+    def _command(self, command: str, after_epoch: bool) -> CommandAck:
+        return CommandAck(command, "refused", "this source takes no commands", after_epoch=after_epoch)
+
+    def close(self) -> None:
+        """Release sockets and files; called once, by the reader thread, when it stops."""
+
+
+# -- a saved run -------------------------------------------------------------------------------
+
+
+class ReplaySource(Source):
+    """A run folder read from disk: run.json, then every event in events.jsonl.
+
+    With `follow`, keeps reading lines as they are appended (a run started
+    without telemetry can still be watched, read-only) until `run_ended`.
+    """
+
+    def __init__(self, run_dir: str, follow: bool = False, gone: str = "") -> None:
+        super().__init__()
+        self.run_dir = os.path.abspath(run_dir)
+        self.info_path = os.path.join(self.run_dir, "run.json")
+        self.events_path = os.path.join(self.run_dir, "events.jsonl")
+        if not os.path.isdir(self.run_dir):
+            raise SourceError(f"{run_dir}: no such folder; give a run folder (it holds run.json and events.jsonl)")
+        if not os.path.exists(self.info_path) and not os.path.exists(self.events_path):
+            raise SourceError(f"{run_dir} is not a scorch run folder (no run.json or events.jsonl in it)")
+        self.follow = follow
+        self.gone = gone  # why a run still marked running is replayed: its process is gone
+        self.label = self.run_dir
+        self.commands_off = ("read-only: the run has no telemetry (following its events.jsonl)" if follow
+                             else "read-only: the run's process is gone" if gone
+                             else "replay: commands go to live runs only")
+        self._started = False
+        self._offset = 0
+        self._partial = b""
+        self._line = 0
+        self._done = False
+        self._ended = False
+
+    def _read(self, timeout: float) -> list[Item]:
+        items: list[Item] = []
+        if not self._started:
+            self._started = True
+            info = read_json(self.info_path)
+            if info:
+                items.append(RunInfo(info))
+            if self.gone:
+                items.append(ConnectionChanged(GONE, self.gone))
+            else:
+                items.append(ConnectionChanged(FOLLOWING if self.follow else REPLAY, self.events_path))
+        if self._done:
+            time.sleep(timeout)
+            return items
+        try:
+            events = self._more(MAX_BATCH)
+        except ProtocolError as exc:
+            self._done = True
+            return [*items, ConnectionChanged(ERROR, f"{self.events_path} line {self._line}: {exc}")]
+        items.extend(events)
+        for event in events:  # the last word counts: a run may have ended and been resumed since
+            if isinstance(event, (RunEnded, RunStarted)):
+                self._ended = isinstance(event, RunEnded)
+        if self.follow and self._ended and not self._partial and len(events) < MAX_BATCH:
+            self._done = True
+            items.append(ConnectionChanged(ENDED, "the run ended"))
+        if not events and not self.follow and not self._partial:
+            self._done = True
+        if not items:
+            time.sleep(timeout)
+        return items
+
+    def _more(self, limit: int) -> list[Event]:
+        """Up to `limit` new events from events.jsonl, keeping a half-written last line for later."""
+        events: list[Event] = []
+        try:
+            with open(self.events_path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read(1 << 20)
+        except FileNotFoundError:
+            return events
+        if not chunk:
+            if not self.follow and self._partial:  # a torn last line from a crash: skip it
+                self._partial = b""
+            return events
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        consumed = len(chunk)
+        for i, line in enumerate(lines):
+            self._line += 1
+            if line.strip():
+                event = decode(line)
+                if event is not None:
+                    events.append(event)
+            if len(events) >= limit and i < len(lines) - 1:
+                rest = b"\n".join(lines[i + 1:]) + b"\n" + self._partial
+                consumed -= len(rest)
+                self._partial = b""
+                break
+        self._offset += consumed
+        return events
+
+
+# -- a live run --------------------------------------------------------------------------------
+
+
+class LiveSource(Source):
+    """A running job over ZeroMQ: snapshot first, then the stream, reconnecting on its own.
+
+    `connect` builds a fresh `RunClient` (for a run folder it re-reads run.json,
+    so a resumed run on new ports is found again). The publisher sends a
+    heartbeat every second; when neither events nor heartbeats come for
+    `quiet_after` seconds the source asks for a snapshot: an answer means all
+    is well (and fills anything missed), no answer means reconnecting.
+    """
+
+    def __init__(self, connect: Callable[[], RunClient], label: str, commands_off: str = "",
+                 quiet_after: float = 3.0, retry_after: float = 1.0) -> None:
+        super().__init__()
+        self._connect = connect
+        self.label = label
+        self.commands_off = commands_off
+        self.quiet_after = quiet_after
+        self.retry_after = retry_after
+        self._client: RunClient | None = None
+        self._state = ""
+        self._detail = ""
+        self._ever_live = False
+        self._ended = False
+        self._next_try = 0.0
+        self._heard = 0.0
+        self.last_seq = 0
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str, token: str | None = None, client_keys: tuple[bytes, bytes] | None = None,
+                     **kwargs: Any) -> LiveSource:
+        """Watch the run in `run_dir` (endpoints from its run.json; token from .token unless given)."""
+        from scorch.telemetry.client import RunClient, read_token
+
+        token = token if token is not None else read_token(run_dir)
+        off = "" if token else f"read-only: no token (cannot read {os.path.join(run_dir, '.token')}; pass --token-file)"
+        return cls(lambda: RunClient.from_run_dir(run_dir, token=token, timeout=CLIENT_TIMEOUT, client_keys=client_keys),
+                   os.path.abspath(run_dir), off, **kwargs)
+
+    @classmethod
+    def from_endpoints(cls, control: str, publish: str, token: str | None, label: str = "",
+                       token_hint: str = "pass --token-file", server_key: bytes | None = None,
+                       client_keys: tuple[bytes, bytes] | None = None, **kwargs: Any) -> LiveSource:
+        """Watch a run at explicit endpoints (an SSH tunnel, or tcp://HOST:PORT)."""
+        from scorch.telemetry.client import RunClient
+
+        off = "" if token else f"read-only: no token ({token_hint})"
+        return cls(lambda: RunClient(control, publish, token=token, server_key=server_key, timeout=CLIENT_TIMEOUT,
+                                     client_keys=client_keys),
+                   label or control, off, **kwargs)
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _set(self, items: list[Item], state: str, detail: str = "") -> None:
+        if (state, detail) != (self._state, self._detail):
+            self._state, self._detail = state, detail
+            items.append(ConnectionChanged(state, detail))
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _open(self, items: list[Item]) -> None:
+        from scorch.telemetry.client import ClientError
+
+        client = None
+        try:
+            client = self._connect()
+            client.subscribe(wait=False)  # events before the subscription takes are filled from the log
+            snapshot = client.hello()
+        except ClientError as exc:
+            if client is not None:
+                client.close()
+            self._next_try = time.monotonic() + self.retry_after
+            self._set(items, RECONNECTING if self._ever_live else CONNECTING, exc.message)
+            return
+        self._client = client
+        self._ever_live = True
+        self._heard = time.monotonic()
+        self._set(items, LIVE, client.control)
+        items.append(RunInfo({"state": snapshot.state}))
+        self._take(items, [*snapshot.history, *([snapshot.run] if snapshot.run is not None else [])])
+        self.last_seq = max(self.last_seq, snapshot.last_seq)
+        if snapshot.state != "running":
+            self._end(items)
+
+    def _take(self, items: list[Item], events: list[Event], stream: bool = False) -> None:
+        """Events newer than any handed out yet, in seq order (a snapshot after a reconnect repeats history).
+
+        A `run_ended` from the stream ends the connection; one in a snapshot's
+        history may be followed by a resume, so there the snapshot's state decides.
+        """
+        for event in sorted(events, key=lambda e: e.seq):
+            if event.seq > self.last_seq:
+                items.append(event)
+                self.last_seq = event.seq
+                if stream and isinstance(event, RunEnded):
+                    self._end(items)
+                    return
+
+    def _end(self, items: list[Item]) -> None:
+        self._ended = True
+        self._set(items, ENDED, "the run ended")
+        self._drop_client()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, timeout: float) -> list[Item]:
+        from scorch.telemetry.client import ClientError
+
+        items: list[Item] = []
+        if self._ended:
+            time.sleep(timeout)
+            return items
+        if self._client is None:
+            wait = self._next_try - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, timeout))
+                return items
+            self._open(items)
+            return items
+        client = self._client
+        deadline = time.monotonic() + timeout
+        try:
+            while len(items) < MAX_BATCH and not self._ended:
+                event = client.recv(max(0.0, deadline - time.monotonic()))
+                if event is None:
+                    break
+                self._heard = time.monotonic()
+                self._take(items, [event], stream=True)
+            self._heard = max(self._heard, getattr(client, "last_heartbeat", None) or 0.0)
+            if not self._ended and time.monotonic() - self._heard > self.quiet_after:
+                snapshot = client.hello()  # quiet: is the run still there? (and catch up on anything missed)
+                self._heard = time.monotonic()
+                self._take(items, snapshot.history)
+                if snapshot.state != "running" and not self._ended:
+                    items.append(RunInfo({"state": snapshot.state}))
+                    self._end(items)
+        except ClientError as exc:
+            self._drop_client()
+            self._next_try = time.monotonic() + self.retry_after
+            self._set(items, RECONNECTING, exc.message)
+        return items
+
+    def _command(self, command: str, after_epoch: bool) -> CommandAck:
+        from scorch.telemetry.client import ClientError
+
+        if self._client is None:
+            why = "the run has ended" if self._ended else "not connected to the run right now"
+            return CommandAck(command, "failed", why, after_epoch=after_epoch)
+        try:
+            ack = self._client.command(command, after_epoch=after_epoch)
+        except ClientError as exc:
+            return CommandAck(command, "failed", exc.message, after_epoch=after_epoch)
+        return CommandAck(command, str(ack.get("status", "refused")), str(ack.get("reason", "")),
+                          str(ack.get("id", "")), after_epoch)
+
+    def close(self) -> None:
+        self._drop_client()
+
+
+# -- a script, for tests -----------------------------------------------------------------------
+
+
+class ScriptedSource(Source):
+    """A fake of the same surface: tests feed items and read back the commands sent.
+
+    Commands get `ack_status` (accepted by default) at once, like a run that answers.
+    """
+
+    def __init__(self, label: str = "scripted", commands_off: str = "", ack_status: str = "accepted",
+                 ack_reason: str = "") -> None:
+        super().__init__()
+        self.label = label
+        self.commands_off = commands_off
+        self.ack_status = ack_status
+        self.ack_reason = ack_reason
+        self.sent: list[tuple[str, bool]] = []  # every command that reached the "run"
+        self.delivered = 0  # items handed out by read(): tests wait until the app applied them all
+        self._items: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.closed = False
+
+    def feed(self, *items: Item) -> None:
+        for item in items:
+            self._items.put(item)
+
+    def connection(self, state: str, detail: str = "") -> None:
+        self.feed(ConnectionChanged(state, detail))
+
+    @property
+    def unread(self) -> int:
+        return self._items.qsize()
+
+    def read(self, timeout: float) -> list[Item]:
+        items = super().read(timeout)
+        self.delivered += len(items)
+        return items
+
+    def _read(self, timeout: float) -> list[Item]:
+        items: list[Item] = []
+        try:
+            items.append(self._items.get(timeout=timeout) if timeout > 0 else self._items.get_nowait())
+        except queue.Empty:
+            return items
+        while len(items) < MAX_BATCH:
+            try:
+                items.append(self._items.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _command(self, command: str, after_epoch: bool) -> CommandAck:
+        self.sent.append((command, after_epoch))
+        return CommandAck(command, self.ack_status, self.ack_reason, f"cmd{len(self.sent)}", after_epoch)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+# -- the thread between a source and the app ---------------------------------------------------
+
+
+class SourceReader:
+    """Reads a source on its own thread and hands each batch to `deliver` (the app posts it as a message).
+
+    The thread owns the source: it is the only caller of `read` and it closes the
+    source when stopped. A source that raises is reported as an error state.
+    """
+
+    def __init__(self, source: Source, deliver: Callable[[list[Item]], None], poll: float = 0.05) -> None:
+        self.source = source
+        self.deliver = deliver
+        self.poll = poll
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scorch-tui-reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to finish and wait for it (it closes the source)."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    items = self.source.read(self.poll)
+                except Exception as exc:  # noqa: BLE001 - shown on screen; the dashboard stays up
+                    self.deliver([ConnectionChanged(ERROR, f"{type(exc).__name__}: {exc}")])
+                    break
+                if items:
+                    self.deliver(items)
+        finally:
+            self.source.close()
+
+
+def read_json(path: str) -> dict:
+    """A JSON object from `path`, {} if it is missing or unreadable (run.json mid-rewrite is atomic)."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,48 @@
+"""ControlBar: whether commands can be sent (and why not), and what the last one got back."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from scorch_tui.model import RunModel
+from scorch_tui.sources import CONNECTING, RECONNECTING
+from textual.widgets import Static
+
+
+class ControlBar(Static):
+    """One line above the footer; a read-only reason stays visible for as long as it holds."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("", **kwargs)  # type: ignore[arg-type]
+        self.sending = ""  # "checkpoint" while a command waits for its ack
+        self._shown: tuple | None = None
+
+    def show(self, model: RunModel, commands_off: str) -> None:
+        ack = model.last_ack
+        key = (commands_off, self.sending, ack, model.state, model.connection, model.connection_detail)
+        if key == self._shown:
+            return
+        self._shown = key
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if commands_off:
+            text.append("⊘ ", style="bold yellow")
+            text.append(commands_off, style="yellow")
+        elif model.state != "running":
+            text.append("⊘ the run has ended: no commands", style="yellow")
+        elif model.connection in (CONNECTING, RECONNECTING):
+            text.append(f"… {model.connection}: ", style="bold yellow")
+            text.append(model.connection_detail or "waiting for the run", style="yellow")
+        else:
+            text.append("commands: ", style="dim")
+            text.append("c", style="bold")
+            text.append(" checkpoint  ")
+            text.append("s", style="bold")
+            text.append(" stop")
+            if self.sending:
+                text.append(f"  │ {self.sending}: sending…", style="yellow")
+            elif ack is not None:
+                what = ack.command + (" after epoch" if ack.after_epoch else "")
+                if ack.status == "accepted":
+                    text.append(f"  │ {what}: accepted", style="green")
+                else:
+                    text.append(f"  │ {what}: {ack.status}" + (f" ({ack.reason})" if ack.reason else ""), style="bold red")
+        self.update(text)

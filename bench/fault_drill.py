@@ -472,12 +472,12 @@ def fuzz_drill(work: str, messages: int, window: float, seed: int) -> Row:
         counted = sum(int(e["message"].split("telemetry: ")[1].split()[0]) for e in events
                       if e["type"] == "log" and "more commands were refused" in e["message"])
         speeds = [steps_per_second(events, *w) for w in (quiet, elsewhere, fuzz)]
-        row.notes += [f"steps/s {speeds[0]:.0f} quiet, {speeds[1]:.0f} with the flooder aimed elsewhere, "
-                      f"{speeds[2]:.0f} under the flood ({speeds[2] / speeds[0]:.0%} of quiet, "
-                      f"{speeds[2] / speeds[1]:.0%} of the flooder's own cost)",
-                      f"{sent['sent'] / (fuzz[1] - fuzz[0]):.0f} messages/s for {fuzz[1] - fuzz[0]:.0f} s; "
-                      f"{sent['kinds'].get('wrong_token', 0) + sent['kinds'].get('no_token', 0)} bad-token commands: "
-                      f"{refused} logged one by one, {counted} counted in summaries",
+        row.notes += [f"steps/s: {speeds[0]:.0f} quiet, {speeds[1]:.0f} with the flooder aimed at a closed port, "
+                      f"{speeds[2]:.0f} with it aimed at the run ({speeds[2] / speeds[1]:.0%} of the closed-port speed, "
+                      f"{speeds[2] / speeds[0]:.0%} of quiet)",
+                      f"{sent['sent'] / (fuzz[1] - fuzz[0]):.0f} messages/s for {fuzz[1] - fuzz[0]:.0f} s; of "
+                      f"{sent['kinds'].get('wrong_token', 0) + sent['kinds'].get('no_token', 0)} bad-token commands "
+                      f"{refused} were logged one by one and {counted} counted in summaries (the rest were never read)",
                       f"trainer RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB over the flood"]
     except Hang:
         row.hangs += 1

@@ -64,6 +64,9 @@ class RunFolder:
                 os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise ScorchError(f"--run-dir {self.path}: cannot create it ({exc.strerror}); choose a writable folder") from None
+        for name in os.listdir(self.checkpoints):  # a checkpoint write cut short by kill -9 leaves its temporary file
+            if name.startswith(".") and name.endswith(".tmp"):
+                os.unlink(os.path.join(self.checkpoints, name))
         if reuse and os.path.exists(self.info_path):
             with open(self.info_path) as fh:
                 self.info = json.load(fh)

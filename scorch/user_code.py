@@ -259,6 +259,6 @@ def explain_batch_failure(exc: BaseException, dataset: Any, indices: list[int], 
         return ScorchError(f"{path}: the {mode} set's items {indices[:4]}... cannot be batched: {collate_exc}")
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ScorchError(
-        f"a data loader worker failed on the {mode} set ({text}), though its items load here; it may have run out of "
+        f"a data loader worker died ({text}) on the {mode} set, though its items load here; it may have run out of "
         "memory or crashed in native code: try --workers 0, or fewer workers"
     )

@@ -76,6 +76,10 @@ def report(exc: BaseException, debug: bool) -> int:
     return EXIT_FAILED
 
 
+def _one_line_excepthook(kind: type, value: BaseException, tb: object) -> None:
+    print(f"scorch-train: warning: a background thread failed: {kind.__name__}: {value} (--debug shows where)", file=sys.stderr)
+
+
 def train_main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -86,6 +90,11 @@ def train_main(argv: list[str] | None = None) -> int:
             parser.error(f"{', '.join(missing)} required (or --resume RUN_DIR to continue a run)")
     trainer = None
     old_handlers: dict = {}
+    old_excepthook = sys.excepthook
+    if not config.debug:
+        # Library threads (multiprocessing's resource sharer when a loader worker dies) report through
+        # sys.excepthook: one line for the user, the traceback with --debug. The real error comes from main.
+        sys.excepthook = _one_line_excepthook
     try:
         from scorch.trainer import build
 
@@ -100,6 +109,7 @@ def train_main(argv: list[str] | None = None) -> int:
             raise
         return report(exc, config.debug)
     finally:
+        sys.excepthook = old_excepthook
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         if trainer is not None:

@@ -127,10 +127,15 @@ class Horovod(Single):
 
     name = "horovod"
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cpu") -> None:
         import horovod.torch as hvd
+        import torch
         from horovod.common.exceptions import HorovodInternalError
 
+        if (device == "cuda" or (device == "auto" and torch.cuda.is_available())) and not hvd.cuda_built():
+            raise ScorchError(f"--device {device}: this Horovod was built for CPUs only; rebuild it for GPUs with "
+                              f"`HOROVOD_GPU_OPERATIONS=NCCL {INSTALL_HOROVOD} --force`, train on CPUs with "
+                              "--device cpu, or launch with torchrun instead")
         hvd.init()
         self.hvd = hvd
         self.rank, self.local_rank, self.size = hvd.rank(), hvd.local_rank(), hvd.size()
@@ -311,7 +316,7 @@ def create(backend: str = "auto", device: str = "auto") -> Single:
         return Single()
     if backend == "horovod":
         _check_horovod("--backend horovod:")
-        return Horovod()
+        return Horovod(device)
     if backend == "torch":
         return TorchDistributed(device)
     raise ScorchError(f"--backend {backend}: unknown; use one of {', '.join(BACKENDS)}")

@@ -42,7 +42,11 @@ from scorch.telemetry.protocol import (
 from scorch.telemetry.sysstats import SystemSampler
 
 STEP_EVENT_INTERVAL = 0.25  # seconds between `step` events: a few per second
-SYNC_EVERY = 8  # steps between the ranks' agreements (control, NaN, per-rank figures): see docs/distributed.md
+# The ranks agree (control, NaN, per-rank figures) about every SYNC_SECONDS at rank 0's pace, and at least every
+# SYNC_MAX_STEPS steps: an agreement costs one collective's latency whatever the step, so a time-based stride keeps
+# its cost a small fraction for tiny steps and its delay short for long ones (measured: docs/distributed.md).
+SYNC_SECONDS = 1.0
+SYNC_MAX_STEPS = 1000
 SYSTEM_EVENT_INTERVAL = 2.0  # seconds between `system` events (per-rank CPU/RAM/GPU)
 
 
@@ -172,8 +176,10 @@ class Trainer:
         self._last_metrics: dict = {}
         self.hosts: list[str] = [os.uname().nodename]
         self.policy = ckpt.CheckpointPolicy(run.checkpoints, config.dump_period, config.keep) if run else None
-        # Ranks agree on control requests (and NaNs) every `sync_every` steps: one small collective.
-        self.sync_every = 0 if dist.size == 1 else SYNC_EVERY
+        # Ranks agree on control requests (and NaNs) every few steps: one small collective.
+        self.sync_max_steps = 0 if dist.size == 1 else SYNC_MAX_STEPS
+        self._next_agreement = 0  # the step of the next agreement: the same on every rank
+        self._last_agreement = (0, time.perf_counter())  # (step, time) of the last one: this rank's pace
         self._nonfinite: tuple | None = None  # with several ranks: (epoch, step, message) of a NaN/inf seen here
         self.stats = SystemSampler(dist.rank)
         self.autocast, self.scaler = _mixed_precision(config.amp, device)
@@ -269,6 +275,9 @@ class Trainer:
                                         f"{self.monitor.best_epoch + 1})")
                 elif self.stop_after_epoch:
                     self.stop_status = self.stop_status or "stopped"
+        except KeyboardInterrupt:
+            self.end("stopped", "interrupted (second Ctrl-C)")
+            raise
         except BaseException as exc:
             self.end("failed", exc.message if isinstance(exc, ScorchError) else f"{type(exc).__name__}: {exc}")
             raise
@@ -337,8 +346,8 @@ class Trainer:
                 window.clear()
                 window_start, next_event, data_wait = now, now + STEP_EVENT_INTERVAL, 0.0
             # Control: checkpoint/stop requests, the same step on every rank.
-            if self.sync_every:
-                if self.epoch_step % self.sync_every == 0 and self.agree(window):
+            if self.sync_max_steps:
+                if self.step >= self._next_agreement and self.agree(window):
                     break
             elif self.control.pending:
                 self.apply_requests(self.control.take())
@@ -346,7 +355,7 @@ class Trainer:
                     break
         if window:  # a stop mid-window
             self._take_window(window)
-        if self.sync_every:  # a NaN any rank saw, a request that came late: settled before validation
+        if self.sync_max_steps:  # a NaN any rank saw, a request that came late: settled before validation
             self.agree()
         done = max(1, self.epoch_step)
         loss = torch.tensor([self._epoch_loss.item() / done], dtype=torch.float64)
@@ -423,13 +432,18 @@ class Trainer:
         so the step named is the first bad one whichever rank had it."""
         if window and self._nonfinite is None:
             self._check_finite(torch.stack(window).double())
-        pooled = self.dist.allgather_object((self.control.take(), self._local_stats, self._nonfinite))
+        step, when = self._last_agreement
+        self._last_agreement = (self.step, time.perf_counter())
+        pace = (self._last_agreement[1] - when) / max(1, self.step - step)  # seconds a step, here
+        pooled = self.dist.allgather_object((self.control.take(), self._local_stats, self._nonfinite, pace))
         self._local_stats = None
-        nonfinite = sorted(seen for _, _, seen in pooled if seen)
+        nonfinite = sorted(seen for _, _, seen, _ in pooled if seen)
         if nonfinite:  # every rank stops here, naming the first NaN/inf any rank saw
             raise NonFiniteLoss(nonfinite[0][2])
-        requests = list(dict.fromkeys(req for rank_requests, _, _ in pooled for req in rank_requests))
-        fresh = {stats["rank"]: stats for _, stats, _ in pooled if stats is not None}
+        # The next one SYNC_SECONDS on at rank 0's pace: every rank computes the same step from the same number.
+        self._next_agreement = self.step + max(1, min(self.sync_max_steps, int(SYNC_SECONDS / max(pooled[0][3], 1e-6))))
+        requests = list(dict.fromkeys(req for rank_requests, _, _, _ in pooled for req in rank_requests))
+        fresh = {stats["rank"]: stats for _, stats, _, _ in pooled if stats is not None}
         if fresh:
             self._rank_stats.update(fresh)
             if 0 in fresh:  # rank 0's clock paces the `system` events

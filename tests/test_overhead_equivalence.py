@@ -15,6 +15,15 @@ SYNCING_METHODS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__"
 PER_EPOCH_READS = 8  # reads an epoch may make whatever its length: 4 today, room for a few more
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one intra-op thread, and on a busy machine two threads can stall each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def load_bench():
     """bench/overhead.py as a module (bench/ is not a package)."""
     name = "scorch_bench_overhead"
@@ -34,6 +43,23 @@ def scorch_trainer(job, run_dir: Path):
 
     argv = job.scorch_argv(str(run_dir), telemetry=True, tensorboard=False)
     return build(from_namespace(build_parser().parse_args(argv)))
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Count calls of every tensor method that makes a GPU wait for its result, while `counter["on"]`."""
+    counter = {"on": False, "calls": 0}
+
+    def counted(method):
+        def wrapper(self, *args, **kwargs):
+            if counter["on"]:
+                counter["calls"] += 1
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in SYNCING_METHODS:
+        monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
+    return counter
 
 
 JOBS = {
@@ -82,18 +108,7 @@ def test_training_reads_the_device_once_per_published_step_not_once_per_step(tmp
     # (no --on-nan skip), and every tensor method that makes a GPU wait for its result counted
     job = bench.Job(**{**bench.workload("tiny", quick=True).__dict__, "dataset_args": {"size": 6000}, "epochs": 2})
     trainer = scorch_trainer(job, tmp_path / "run")
-    counting = {"on": False, "calls": 0}
-
-    def counted(method):
-        def wrapper(self, *args, **kwargs):
-            if counting["on"]:
-                counting["calls"] += 1
-            return method(self, *args, **kwargs)
-
-        return wrapper
-
-    for name in SYNCING_METHODS:
-        monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
+    counting = count_reads(monkeypatch)
     train_epoch = trainer.train_epoch
 
     def counted_epoch():
@@ -120,16 +135,13 @@ def test_training_reads_the_device_once_per_published_step_not_once_per_step(tmp
     assert counting["calls"] < steps
 
 
-def test_the_counter_sees_a_per_step_item(monkeypatch):
-    # GIVEN the same counting wrappers (the sync test above must be able to fail)
-    calls = []
-    for name in SYNCING_METHODS:
-        method = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _m=method, _n=name, **k: (calls.append(_n), _m(self, *a, **k))[1])
-    # WHEN a loop reads the loss the naive way, with .item() and float() each step
+def test_the_counter_sees_every_kind_of_read(monkeypatch):
+    # GIVEN the counting wrappers of the test above (which must be able to fail)
+    counter = count_reads(monkeypatch)
+    counter["on"] = True
+    # WHEN a loop reads the loss the naive ways, ten steps
     loss = torch.tensor(1.5)
     for _ in range(10):
-        loss.item()
-        float(loss)
+        loss.item(), float(loss), int(loss), bool(loss), loss.tolist()
     # THEN every read is counted
-    assert calls.count("item") == 10 and calls.count("__float__") == 10
+    assert counter["calls"] == 50

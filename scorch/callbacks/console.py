@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -39,6 +40,12 @@ class ConsoleProgress(Callback):
         self.stream.flush()
 
     def event(self, event: Event) -> None:
+        try:
+            self._show(event)
+        except OSError:  # stdout is gone (mpirun killed, a closed pipe): the run goes on, logging elsewhere
+            self.stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the run
+
+    def _show(self, event: Event) -> None:
         if isinstance(event, Step):
             left = event.steps_in_epoch - event.epoch_step
             steps_per_s = event.rate / max(1, self._batch) if event.rate else 0.0

@@ -79,6 +79,16 @@ def test_backend_torch_outside_torchrun_says_how_to_launch(no_launcher):
         dist.create("torch")
 
 
+def test_gpus_with_a_cpu_only_horovod_say_how_to_rebuild(no_launcher):
+    # GIVEN Horovod built for CPUs only (scripts/install-horovod.sh without HOROVOD_GPU_OPERATIONS)
+    hvd = pytest.importorskip("horovod.torch", reason="Horovod not installed: bash scripts/install-horovod.sh")
+    if hvd.cuda_built():
+        pytest.skip("this Horovod was built with CUDA")
+    # WHEN a run asks for GPUs THEN it stops before training, naming the rebuild command
+    with pytest.raises(ScorchError, match="built for CPUs only.*HOROVOD_GPU_OPERATIONS=NCCL bash scripts/install-horovod.sh"):
+        dist.create("horovod", "cuda")
+
+
 def test_scorch_train_under_mpirun_without_horovod_fails_in_one_line(no_horovod, tmp_path, capsys):
     # GIVEN scorch-train started as one of 2 mpirun ranks, without Horovod
     no_horovod.setenv("OMPI_COMM_WORLD_SIZE", "2")

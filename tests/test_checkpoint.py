@@ -12,8 +12,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import scorch_env
+
 from scorch import checkpoint as ckpt
 from scorch.errors import ScorchError
 

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 import torch
-
 from conftest import EXAMPLES, example_args, read_events, scorch_cmd, scorch_env, tiny_args, train
+
 from scorch.telemetry.protocol import read_events as decode_events
 
 
@@ -36,11 +36,12 @@ def test_resume_equals_straight_run_bit_for_bit(tmp_path):
 
 def test_resume_mid_epoch_continues_exactly(tmp_path):
     # GIVEN a run stopped mid-epoch by a checkpoint request (as the dashboard would)
-    from scorch.cli import train_main  # noqa: F401
-    from scorch.trainer import build
-
-    from scorch.cli import build_parser
+    from scorch.cli import (
+        build_parser,
+        train_main,  # noqa: F401
+    )
     from scorch.config import from_namespace
+    from scorch.trainer import build
 
     args = tiny_args(tmp_path / "stopped", "--epochs", "2", "--no-tensorboard")
     trainer = build(from_namespace(build_parser().parse_args(args)))

@@ -20,17 +20,11 @@ import sys
 import time
 from typing import Any
 
+from scorch.errors import ScorchError
 from scorch.telemetry.client import ClientError, RunClient, read_run_info, read_token
 from scorch.telemetry.protocol import Command, EpochEnd, RunEnded, Step, System
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_ENDED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
-
-
-class CtlError(Exception):
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             return keygen(keygen_parser().parse_args(argv[1:]).dir)
         args = build_parser().parse_args(argv)
         if args.timeout <= 0:
-            raise CtlError(f"--timeout {args.timeout}: must be more than 0 seconds", EXIT_USAGE)
+            raise ScorchError(f"--timeout {args.timeout}: must be more than 0 seconds", EXIT_USAGE)
         if args.action == "status":
             return status(args)
         return send(args)
-    except CtlError as exc:
+    except ScorchError as exc:
         print(f"scorch-ctl: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except ClientError as exc:
@@ -93,7 +87,7 @@ def _info(run_dir: str) -> dict:
     try:
         return read_run_info(run_dir)
     except ClientError as exc:
-        raise CtlError(exc.message, EXIT_USAGE) from None
+        raise ScorchError(exc.message, EXIT_USAGE) from None
 
 
 def _client(args: argparse.Namespace, token: str | None) -> RunClient:
@@ -101,7 +95,7 @@ def _client(args: argparse.Namespace, token: str | None) -> RunClient:
     try:
         return RunClient.from_run_dir(args.run_dir, token=token, timeout=args.timeout, client_keys=keys)
     except ClientError as exc:
-        raise CtlError(exc.message, EXIT_USAGE) from None
+        raise ScorchError(exc.message, EXIT_USAGE) from None
 
 
 def status(args: argparse.Namespace) -> int:
@@ -152,10 +146,10 @@ def send(args: argparse.Namespace) -> int:
     info = _info(args.run_dir)
     state = info.get("state")
     if state != "running":
-        raise CtlError(f"the run in {args.run_dir} has ended (state: {state}); there is nothing to {args.action}", EXIT_ENDED)
+        raise ScorchError(f"the run in {args.run_dir} has ended (state: {state}); there is nothing to {args.action}", EXIT_ENDED)
     token = args.token if args.token is not None else read_token(args.run_dir)
     if not token:
-        raise CtlError(f"no token: {os.path.join(args.run_dir, '.token')} is missing or not readable by you; "
+        raise ScorchError(f"no token: {os.path.join(args.run_dir, '.token')} is missing or not readable by you; "
                        "run scorch-ctl as the user who started the run, or pass --token", EXIT_USAGE)
     client = _client(args, token)
     try:
@@ -165,9 +159,9 @@ def send(args: argparse.Namespace) -> int:
         try:
             ack = client.command(args.action, after_epoch=args.after_epoch)
         except ClientError as exc:
-            raise CtlError(exc.message + _dead_hint(_info(args.run_dir)), EXIT_NO_ANSWER) from None
+            raise ScorchError(exc.message + _dead_hint(_info(args.run_dir)), EXIT_NO_ANSWER) from None
         if ack.get("status") != "accepted":
-            raise CtlError(f"{args.action} refused: {ack.get('reason') or 'no reason given'}", EXIT_REFUSED)
+            raise ScorchError(f"{args.action} refused: {ack.get('reason') or 'no reason given'}", EXIT_REFUSED)
         print(f"scorch-ctl: {args.action}{' after this epoch' if args.after_epoch else ''} accepted (id {ack.get('id')})")
         if args.wait:
             return _wait_applied(client, str(ack.get("id")), args)
@@ -193,7 +187,7 @@ def _wait_applied(client: RunClient, command_id: str, args: argparse.Namespace) 
             state = _info(args.run_dir).get("state")
             print(f"scorch-ctl: run ended: {state}")
             return EXIT_OK if args.action == "stop" else EXIT_REFUSED
-    raise CtlError(f"{args.action} was accepted but not applied within {args.wait_timeout:g} s (--wait-timeout)",
+    raise ScorchError(f"{args.action} was accepted but not applied within {args.wait_timeout:g} s (--wait-timeout)",
                    EXIT_NO_ANSWER)
 
 
@@ -220,10 +214,10 @@ def _client_keys(folder: str) -> tuple[bytes, bytes]:
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
-        raise CtlError(f"--curve-keys {folder}: cannot read client.key_secret ({exc}); make keys with "
+        raise ScorchError(f"--curve-keys {folder}: cannot read client.key_secret ({exc}); make keys with "
                        f"`scorch-ctl keygen {folder}`", EXIT_USAGE) from None
     if not secret:
-        raise CtlError(f"--curve-keys {folder}: client.key_secret holds no secret key", EXIT_USAGE)
+        raise ScorchError(f"--curve-keys {folder}: client.key_secret holds no secret key", EXIT_USAGE)
     return public, secret
 
 
@@ -232,7 +226,7 @@ def keygen(folder: str) -> int:
     import zmq.auth
 
     if os.path.exists(os.path.join(folder, "server.key_secret")):
-        raise CtlError(f"{folder} already holds keys (server.key_secret); remove them first or choose another folder",
+        raise ScorchError(f"{folder} already holds keys (server.key_secret); remove them first or choose another folder",
                        EXIT_USAGE)
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -240,7 +234,7 @@ def keygen(folder: str) -> int:
             _, secret_path = zmq.auth.create_certificates(folder, name)
             os.chmod(secret_path, 0o600)
     except OSError as exc:
-        raise CtlError(f"{folder}: cannot write keys there ({exc.strerror}); choose a writable folder", EXIT_USAGE) from None
+        raise ScorchError(f"{folder}: cannot write keys there ({exc.strerror}); choose a writable folder", EXIT_USAGE) from None
     print(f"CURVE keys written to {folder}:\n"
           f"  server.key_secret  stays with the job:  scorch-train ... --bind 0.0.0.0:5555 --curve-keys {folder}\n"
           f"  client.key_secret  for a client that must be listed: scorch-ctl RUN_DIR status --curve-keys {folder}\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from scorch.errors import ScorchError
 
@@ -18,35 +18,45 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """Write `obj` to `path` so that a crash at any instant leaves the old file or the new one.
+def atomic_write(path: str, write: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
+    """Write `path` through `write(file)` so that a crash at any instant leaves the old file or the new one.
 
     Temporary file in the same folder, flush, fsync, os.replace, fsync the folder.
     """
-    import torch
-
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException as exc:
+    except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        cause = _os_error(exc) if isinstance(exc, RuntimeError) else None
-        if cause is not None:
-            raise cause from None  # torch's zip writer turns a full disk into RuntimeError("unexpected pos ...")
         raise
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """`torch.save` through `atomic_write`: a crash never leaves a torn checkpoint."""
+    import torch
+
+    try:
+        atomic_write(path, lambda fh: torch.save(obj, fh))
+    except RuntimeError as exc:
+        cause = _os_error(exc)
+        if cause is not None:
+            raise cause from None  # torch's zip writer turns a full disk into RuntimeError("unexpected pos ...")
+        raise
 
 
 def _os_error(exc: BaseException) -> OSError | None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from typing import Any
 
+from scorch.checkpoint import atomic_write
 from scorch.errors import ScorchError
 from scorch.telemetry.protocol import ProtocolError, loads
 
@@ -25,21 +25,7 @@ def default_name(model_path: str) -> str:
 
 
 def atomic_write_text(path: str, text: str, mode: int = 0o644) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: fh.write(text.encode()), mode)
 
 
 class RunFolder:

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, read_events
@@ -145,3 +146,80 @@ def test_the_counter_sees_every_kind_of_read(monkeypatch):
         loss.item(), float(loss), int(loss), bool(loss), loss.tolist()
     # THEN every read is counted
     assert counter["calls"] == 50
+
+
+def example_items(name: str, count: int = 8) -> list:
+    """The first `count` training items of an example dataset."""
+    spec = importlib.util.spec_from_file_location(f"items_{name}", ROOT / "examples" / name / "dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = {"size": 64} if name == "two_inputs" else {}
+    data = module.DataSet(module.DataSetIndex(str(ROOT / "examples" / name), **args), "train")
+    return [data[i] for i in range(count)]
+
+
+def same_batch(a, b) -> bool:
+    """Equal structure, types, dtypes and values, all the way down."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same_batch(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return type(a) is type(b) and a.keys() == b.keys() and all(same_batch(a[k], b[k]) for k in a)
+    return a == b
+
+
+MIXED_ITEMS = {
+    "numbers, strings and arrays": [([torch.full((3,), float(i)), i, f"id{i}"], [np.float32(i), np.arange(i, i + 2)])
+                                    for i in range(5)],
+    "tuples": [((torch.ones(2) * i, torch.tensor(i)), (torch.tensor([i, -i]),)) for i in range(4)],
+    "nested lists": [([[torch.ones(1), torch.zeros(1)]], [torch.tensor(i)]) for i in range(3)],
+    "dicts": [{"x": torch.ones(2) * i, "y": i} for i in range(3)],
+}
+
+
+@pytest.mark.parametrize("items", [example_items("two_inputs"), example_items("digits")] + list(MIXED_ITEMS.values()),
+                         ids=["two_inputs", "digits"] + list(MIXED_ITEMS))
+def test_the_training_collate_builds_what_default_collate_builds(items):
+    from torch.utils.data import default_collate
+
+    from scorch.trainer import collate
+
+    # GIVEN a batch of dataset items, as the 2018 contract has them or otherwise
+    # WHEN scorch's collate and torch's both build the batch
+    # THEN the two are the same: types, dtypes and values
+    assert same_batch(collate(items), default_collate(items))
+
+
+@pytest.mark.parametrize("items", [
+    [([torch.ones(2)], [1]), ([torch.ones(2), torch.ones(1)], [1])],  # a different number of inputs
+    [([torch.ones(2)], [1]), ([torch.ones(3)], [1])],  # different shapes
+    [([torch.ones(2)], [1]), ([None], [1])],  # something default_collate cannot batch
+], ids=["parts", "shapes", "none"])
+def test_a_batch_the_collate_cannot_build_fails_with_torchs_own_error(items):
+    from torch.utils.data import default_collate
+
+    from scorch.trainer import collate
+
+    # GIVEN items that do not batch
+    with pytest.raises(Exception) as theirs:
+        default_collate(items)
+    # WHEN scorch's collate tries: THEN it raises what torch raises, word for word
+    with pytest.raises(type(theirs.value)) as ours:
+        collate(items)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_loader_workers_collate_as_torch_does():
+    from torch.utils.data import DataLoader, default_collate
+
+    from scorch.trainer import collate
+
+    # GIVEN a loader with a worker process, collating with scorch's collate
+    items = example_items("two_inputs", 16)
+    loader = DataLoader(items, batch_size=8, num_workers=1, collate_fn=collate)
+    # WHEN it loads the batches in the worker (where default_collate writes to shared memory)
+    batches = list(loader)
+    # THEN they are torch's batches
+    assert len(batches) == 2
+    assert all(same_batch(b, default_collate(items[i * 8 : (i + 1) * 8])) for i, b in enumerate(batches))

@@ -15,6 +15,8 @@ through Socket.process when the model has one, checkpoint last.pt and best.pt):
                    attached: a separate process using scorch.telemetry.client.RunClient
                    that subscribes, says hello and reads every event until run_ended
   scorch-defaults  (opt-in) scorch-train's defaults: telemetry, TensorBoard, subscriber
+  live-torch-collate  (opt-in) scorch-live with torch's default_collate in place of
+                   scorch.trainer.collate: scorch's loop without its faster collate
   lightning        the same job as a LightningModule (when `lightning` is installed:
                    pip install -e .[bench]); no logger, no progress bar, no model summary
                    or sanity check; the epoch's loss summed on the device as in the plain
@@ -54,7 +56,8 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("plain", "scorch-quiet", "scorch-live", "lightning")
-OPTIONAL_VARIANTS = ("scorch-defaults",)
+OPTIONAL_VARIANTS = ("scorch-defaults", "live-torch-collate")
+SUBSCRIBED = ("scorch-live", "scorch-defaults", "live-torch-collate")  # variants a live subscriber watches
 WORKLOADS = ("tiny", "cnn")
 ATTACH_TIMEOUT = 60.0  # seconds a scorch-live run waits for its subscriber before giving up
 
@@ -403,7 +406,12 @@ def run_child(variant: str, job: Job, run_dir: str, out: str, ready: str, thread
             trainer.fit(module, train_dataloaders=setup.loaders["train"], val_dataloaders=setup.loaders["valid"])
         in_loop, in_loop_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     else:
-        live = variant != "scorch-quiet"
+        live = variant in SUBSCRIBED
+        if variant == "live-torch-collate":
+            import scorch.trainer
+            from torch.utils.data import default_collate
+
+            scorch.trainer.collate = default_collate  # build() below makes the loaders with it
         trainer = _scorch_trainer(job, run_dir, telemetry=live, tensorboard=variant == "scorch-defaults")
         try:
             clock = StepClock(trainer.network)
@@ -510,7 +518,7 @@ def run_variant(variant: str, job: Job, work: str, round_no: int, threads: int) 
     env = _child_env(threads)
     subscriber = None
     with open(log, "w") as log_fh:
-        if variant in ("scorch-live", "scorch-defaults"):
+        if variant in SUBSCRIBED:
             subscriber = subprocess.Popen([sys.executable, me, "--subscriber", run_dir, "--ready", ready, "--out", sub_out],
                                           stdout=log_fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             try:
@@ -601,12 +609,12 @@ def summarise(results: list[Result], variants: list[str]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"| {'variant':<15} | {'step ms':>7} | {'x plain':>7} | {'in-loop s':>9} | {'x plain':>7} | "
+    lines = [f"| {'variant':<18} | {'step ms':>7} | {'x plain':>7} | {'in-loop s':>9} | {'x plain':>7} | "
              f"{'best s':>7} | {'x plain':>7} | {'CPU s':>7} | {'x plain':>7} | {'whole s':>7} | {'x plain':>7} | "
              f"{'peak RSS MiB':>12} | {'vs plain':>8} |",
-             "|" + "|".join(["-" * 17] + ["-" * (w + 1) + ":" for w in (7, 7, 9, 7, 7, 7, 7, 7, 7, 7, 12, 8)]) + "|"]
+             "|" + "|".join(["-" * 20] + ["-" * (w + 1) + ":" for w in (7, 7, 9, 7, 7, 7, 7, 7, 7, 7, 12, 8)]) + "|"]
     for r in rows:
-        lines.append(f"| {r['variant']:<15} | {r['step_ms']:7.3f} | {r['step_x']:7.3f} | {r['in_loop_s']:9.3f} | "
+        lines.append(f"| {r['variant']:<18} | {r['step_ms']:7.3f} | {r['step_x']:7.3f} | {r['in_loop_s']:9.3f} | "
                      f"{r['in_loop_x']:7.3f} | {r['best_s']:7.3f} | {r['best_x']:7.3f} | {r['cpu_s']:7.3f} | "
                      f"{r['cpu_x']:7.3f} | {r['whole_s']:7.3f} | {r['whole_x']:7.3f} | {r['rss_mib']:12.1f} | "
                      f"{r['rss_delta_mib']:+8.1f} |")
@@ -689,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in turn:
                     result = run_variant(variant, job, work, round_no, args.threads)
                     results.append(result)
-                    print(f"  {job.name} round {round_no + 1}/{rounds} {variant:<15} in-loop {result.in_loop_s:7.3f} s  "
+                    print(f"  {job.name} round {round_no + 1}/{rounds} {variant:<18} in-loop {result.in_loop_s:7.3f} s  "
                           f"whole {result.whole_s:7.3f} s  step {result.step_median_s * 1e3:7.3f} ms", flush=True)
             rows = summarise(results, variants)
             live = [r for r in rows if r["subscriber_events"] is not None]

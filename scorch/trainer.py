@@ -285,8 +285,9 @@ class Trainer:
                 self.epoch_step = 0
                 last = self.epoch >= cfg.epochs or self.monitor.should_stop or self.stop_after_epoch
                 if self.policy is not None:
+                    written = None  # every name this epoch is the same checkpoint: written once, then linked
                     for name, reason in self.policy.at_epoch_end(self.epoch - 1, improved, last):
-                        self.save(name, reason)
+                        written = self.save(name, reason, same_as=written) or written
                     self.policy.prune(self.epoch - 1)
                 # Stop early when the monitored metric has stalled, or a stop asked to finish the epoch.
                 if self.monitor.should_stop:
@@ -614,22 +615,29 @@ class Trainer:
             _set_rng_state(state["rng"])
         self._last_metrics = state.get("metrics") or {}
 
-    def save(self, name: str, reason: str) -> None:
-        """Write a checkpoint atomically (rank 0 only) and announce it."""
+    def save(self, name: str, reason: str, same_as: str | None = None) -> str | None:
+        """Write a checkpoint atomically (rank 0 only) and announce it; returns its path if written.
+
+        `same_as`: a checkpoint of this very state written a moment ago, which `name` becomes a link to.
+        """
         if not self.dist.is_global_zero or self.run is None:
-            return
+            return None
         path = os.path.join(self.run.checkpoints, name)
         self.phase, self.heartbeat = f"saving {path}", time.perf_counter()
         try:
-            ckpt.atomic_save(self.state_dict(), path)
+            if same_as is not None:
+                ckpt.atomic_link(same_as, path)
+            else:
+                ckpt.atomic_save(self.state_dict(), path)
         except OSError as exc:
             message = ckpt.describe_write_error(exc, path)
             if self.config.on_save_error == "stop":
                 raise ScorchError(message + "; free space or fix the folder, then --resume the run (or pass --on-save-error "
                                   "continue to train on without checkpoints)", exit_code=5) from None
             self.log(message + "; training goes on (--on-save-error continue)", level="error")
-            return
+            return None
         self.emit(CheckpointSaved(path=path, reason=reason, epoch=self.epoch, step=self.step))
+        return path
 
     def close(self, wait: float = -1) -> None:
         """Flush and close every callback (files, sockets); safe to call twice."""

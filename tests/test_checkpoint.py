@@ -68,6 +68,39 @@ def test_atomic_save_failure_keeps_previous(tmp_path, monkeypatch):
     assert "the disk is full" in ckpt.describe_write_error(OSError(28, "x"), str(path))
 
 
+def test_a_linked_name_keeps_its_checkpoint_when_the_first_name_is_written_again(tmp_path):
+    last, best = str(tmp_path / "last.pt"), str(tmp_path / "best.pt")
+    # GIVEN epoch 1's last.pt, and best.pt made a second name of it
+    ckpt.atomic_save({"model_state": {"w": torch.ones(3)}, "epoch": 1}, last)
+    ckpt.atomic_link(last, best)
+    assert os.stat(best).st_ino == os.stat(last).st_ino
+    # WHEN epoch 2 writes last.pt, and links best.pt to it twice (the second time both names are one file already)
+    ckpt.atomic_save({"model_state": {"w": torch.zeros(3)}, "epoch": 2}, last)
+    assert ckpt.load(best)["epoch"] == 1 and ckpt.load(last)["epoch"] == 2
+    ckpt.atomic_link(last, best)
+    ckpt.atomic_link(last, best)
+    # THEN best.pt is epoch 2, and no temporary name is left behind
+    assert ckpt.load(best)["epoch"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+
+
+def test_a_linked_name_is_a_copy_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
+    last, best = str(tmp_path / "last.pt"), str(tmp_path / "best.pt")
+    ckpt.atomic_save({"model_state": {"w": torch.arange(5.0)}, "epoch": 3}, last)
+    # GIVEN a file system that refuses hard links
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(ckpt.os, "link", no_links)
+    # WHEN best.pt is made the same checkpoint as last.pt
+    ckpt.atomic_link(last, best)
+    # THEN it is a file of its own with the same bytes
+    assert os.stat(best).st_ino != os.stat(last).st_ino
+    assert open(best, "rb").read() == open(last, "rb").read()
+    assert torch.equal(ckpt.load(best)["model_state"]["w"], torch.arange(5.0))
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+
+
 def test_loading_garbage_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

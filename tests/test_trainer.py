@@ -181,7 +181,11 @@ def test_best_checkpoint_follows_mode(tmp_path):
     losses = [e["metrics"]["loss"] for e in read_events(tmp_path / "run") if e["type"] == "epoch_end"]
     best = load(tmp_path / "run/checkpoints/best.pt")
     assert best["epoch"] == losses.index(min(losses)) + 1
-    assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == ["best.pt", "epoch-3.pt", "epoch-4.pt", "last.pt"]
+    folder = tmp_path / "run/checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "epoch-3.pt", "epoch-4.pt", "last.pt"]
+    # AND an epoch's checkpoints are one file, written once: the kept epochs hold their own epochs
+    assert (folder / "epoch-4.pt").stat().st_ino == (folder / "last.pt").stat().st_ino
+    assert [load(folder / f"epoch-{n}.pt")["epoch"] for n in (3, 4)] == [3, 4]
 
 
 def test_events_are_ordered_and_complete(tmp_path):

@@ -80,12 +80,12 @@ def test_a_full_disk_inside_torch_save_is_reported_as_the_disk_error(tmp_path, m
 
 @pytest.mark.parametrize("disk", ["tmpfs", "injected"])
 def test_a_full_disk_stops_with_a_clear_message_and_keeps_the_previous_checkpoint(tmp_path, mounts, disk):
-    # GIVEN a run of 4 MiB checkpoints on a disk that holds two of them (a real 11 MiB tmpfs, or
-    # torch.save failing with ENOSPC after two saves, half a file written)
+    # GIVEN a run of 4 MiB checkpoints on a disk that holds one of them, not two (a real 7 MiB tmpfs: last.pt
+    # and best.pt are links to one file; or torch.save failing with ENOSPC after one save, half a file written)
     if disk == "tmpfs":
-        run_dir, env, code = small_disk(mounts, tmp_path / "disk", 11) / "run", child_env(), None
+        run_dir, env, code = small_disk(mounts, tmp_path / "disk", 7) / "run", child_env(), None
     else:
-        run_dir, env, code = tmp_path / "run", child_env(SCORCH_TEST_SAVE_ERRNO=str(errno.ENOSPC), SCORCH_TEST_SAVE_OK="2"), FAILING_SAVE
+        run_dir, env, code = tmp_path / "run", child_env(SCORCH_TEST_SAVE_ERRNO=str(errno.ENOSPC), SCORCH_TEST_SAVE_OK="1"), FAILING_SAVE
     args = run_args(run_dir, "--epochs", "3", "--model-args", '{"ballast_mb": 4}', size=2000, model=slow_model(tmp_path))
     # WHEN the second epoch's last.pt does not fit
     with Job(run_dir, args, env=env, python_code=code) as job:
@@ -103,7 +103,7 @@ def test_a_full_disk_stops_with_a_clear_message_and_keeps_the_previous_checkpoin
 def test_on_save_error_continue_trains_on_and_logs_the_error(tmp_path):
     # GIVEN a disk that fills up after the first epoch's checkpoints, and --on-save-error continue
     run_dir = tmp_path / "run"
-    env = child_env(SCORCH_TEST_SAVE_ERRNO=str(errno.ENOSPC), SCORCH_TEST_SAVE_OK="2")
+    env = child_env(SCORCH_TEST_SAVE_ERRNO=str(errno.ENOSPC), SCORCH_TEST_SAVE_OK="1")
     with Job(run_dir, run_args(run_dir, "--epochs", "3", "--on-save-error", "continue", size=2000), env=env,
              python_code=FAILING_SAVE) as job:
         code = job.wait()
@@ -126,7 +126,7 @@ def test_an_unwritable_checkpoint_folder_is_explained(tmp_path, mounts, how):
     run_dir = tmp_path / "run"
     checkpoints = run_dir / "checkpoints"
     injected = how == "permission denied" and os.geteuid() == 0
-    env = child_env(SCORCH_TEST_SAVE_ERRNO=str(errno.EACCES), SCORCH_TEST_SAVE_OK="2") if injected else child_env()
+    env = child_env(SCORCH_TEST_SAVE_ERRNO=str(errno.EACCES), SCORCH_TEST_SAVE_OK="1") if injected else child_env()
     args = run_args(run_dir, "--epochs", "1000", size=2000)
     with Job(run_dir, args, env=env, python_code=FAILING_SAVE if injected else None) as job:
         job.wait_for(lambda evs: of_type(evs, "checkpoint_saved", reason="best"), "the first checkpoints")

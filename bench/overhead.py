@@ -9,6 +9,8 @@ per-epoch work (train, validate over the whole validation set, test inference
 through Socket.process when the model has one, checkpoint last.pt and best.pt):
 
   plain            the loop written by hand in this file (`plain_train`), the reference
+  plain-again      the same loop again, the control: how far its ratios stray from 1.000
+                   is the run's noise, and a smaller difference from plain is not measured
   scorch-quiet     scorch-train with --no-telemetry --no-tensorboard (events.jsonl and
                    the headless console stay: they cannot be turned off)
   scorch-live      scorch-train with telemetry on (--no-tensorboard) and a live subscriber
@@ -55,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ("plain", "scorch-quiet", "scorch-live", "lightning")
+VARIANTS = ("plain", "plain-again", "scorch-quiet", "scorch-live", "lightning")
 OPTIONAL_VARIANTS = ("scorch-defaults", "live-torch-collate")
 SUBSCRIBED = ("scorch-live", "scorch-defaults", "live-torch-collate")  # variants a live subscriber watches
 WORKLOADS = ("tiny", "cnn")
@@ -394,10 +396,10 @@ def run_child(variant: str, job: Job, run_dir: str, out: str, ready: str, thread
 
     torch.set_num_threads(threads)
     waited = 0.0
-    if variant in ("plain", "lightning"):
+    if variant in ("plain", "plain-again", "lightning"):
         setup = plain_setup(job)
         clock = StepClock(setup.network)
-        if variant == "plain":
+        if variant != "lightning":
             start, cpu_start = time.perf_counter(), time.process_time()
             plain_train(setup, job, run_dir)
         else:

@@ -19,28 +19,57 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
+class Pending:
+    """A checkpoint for `path` written through `write(file)` into a temporary file beside it, flushed but
+    not yet durable nor in place: the first half of `atomic_write`. `commit()` is the second half (fsync,
+    rename over `path`, fsync the folder), so it can run off the training thread; a crash before it, or a
+    failure anywhere, leaves the old `path` as it was and no temporary file behind a live process."""
+
+    def __init__(self, path: str, write: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
+        self.path = path
+        self.folder = os.path.dirname(os.path.abspath(path))
+        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=self.folder)
+        self.file: BinaryIO | None = None
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            self.file = os.fdopen(fd, "wb")
+            write(self.file)
+            self.file.flush()
+        except BaseException:
+            if self.file is None:
+                os.close(fd)
+            self.discard()
+            raise
+
+    def commit(self) -> None:
+        try:
+            with self.file:
+                os.fsync(self.file.fileno())
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_folder(self.folder)
+
+    def discard(self) -> None:
+        try:
+            if self.file is not None:
+                self.file.close()
+        except OSError:
+            pass  # the flush of a full disk: the file goes anyway
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
 def atomic_write(path: str, write: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
     """Write `path` through `write(file)` so that a crash at any instant leaves the old file or the new one.
 
     Temporary file in the same folder, flush, fsync, os.replace, fsync the folder.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        if mode is not None:
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_folder(folder)
+    Pending(path, write, mode).commit()
 
 
 def _fsync_folder(folder: str) -> None:
@@ -76,10 +105,15 @@ def atomic_link(source: str, path: str) -> None:
 
 def atomic_save(obj: Any, path: str) -> None:
     """`torch.save` through `atomic_write`: a crash never leaves a torn checkpoint."""
+    start_save(obj, path).commit()
+
+
+def start_save(obj: Any, path: str) -> Pending:
+    """`torch.save(obj)` into a Pending checkpoint for `path`; `commit()` it to finish `atomic_save`."""
     import torch
 
     try:
-        atomic_write(path, lambda fh: torch.save(obj, fh))
+        return Pending(path, lambda fh: torch.save(obj, fh))
     except RuntimeError as exc:
         cause = _os_error(exc)
         if cause is not None:

@@ -7,6 +7,7 @@ early stopping, NaN) are applied at step boundaries, the same step on every rank
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -197,6 +198,8 @@ class Trainer:
         self._last_metrics: dict = {}
         self.hosts: list[str] = [os.uname().nodename]
         self.policy = ckpt.CheckpointPolicy(run.checkpoints, config.dump_period, config.keep) if run else None
+        self._committer: Any = None  # the thread that finishes background saves, made at the first one
+        self._committing: Any = None  # the background save in progress (a Future)
         # Ranks agree on control requests (and NaNs) every few steps: one small collective.
         self.sync_max_steps = 0 if dist.size == 1 else SYNC_MAX_STEPS
         self._next_agreement = 0  # the step of the next agreement: the same on every rank
@@ -284,10 +287,8 @@ class Trainer:
                 self.epoch += 1
                 self.epoch_step = 0
                 last = self.epoch >= cfg.epochs or self.monitor.should_stop or self.stop_after_epoch
-                if self.policy is not None:
-                    written = None  # every name this epoch is the same checkpoint: written once, then linked
-                    for name, reason in self.policy.at_epoch_end(self.epoch - 1, improved, last):
-                        written = self.save(name, reason, same_as=written) or written
+                if self.policy is not None:  # fsynced and renamed in the background while the next epoch starts
+                    self.save(self.policy.at_epoch_end(self.epoch - 1, improved, last), background=True)
                     self.policy.prune(self.epoch - 1)
                 # Stop early when the monitored metric has stalled, or a stop asked to finish the epoch.
                 if self.monitor.should_stop:
@@ -297,6 +298,7 @@ class Trainer:
                                         f"{self.monitor.best_epoch + 1})")
                 elif self.stop_after_epoch:
                     self.stop_status = self.stop_status or "stopped"
+            self.settle_saves()
         except KeyboardInterrupt:
             self.end("stopped", "interrupted (second Ctrl-C)")
             raise
@@ -480,7 +482,7 @@ class Trainer:
         for req in requests:
             reason = req.source
             if req.command == "checkpoint":
-                self.save(ckpt.LAST, reason)
+                self.save([(ckpt.LAST, reason)])
             elif req.command == "stop":
                 self.stop_status = "preempted" if req.source == "signal" else "stopped"
                 self.stop_reason = {"signal": "preemption signal", "interrupt": "interrupted (Ctrl-C)"}.get(
@@ -488,7 +490,7 @@ class Trainer:
                 if req.after_epoch:
                     self.stop_after_epoch = True
                 else:
-                    self.save(ckpt.LAST, reason)
+                    self.save([(ckpt.LAST, reason)])
             self.emit(Command(id=req.id, command=req.command, status="applied", after_epoch=req.after_epoch,
                               reason=f"at epoch {self.epoch + 1}, step {self.step}"))
 
@@ -615,29 +617,65 @@ class Trainer:
             _set_rng_state(state["rng"])
         self._last_metrics = state.get("metrics") or {}
 
-    def save(self, name: str, reason: str, same_as: str | None = None) -> str | None:
-        """Write a checkpoint atomically (rank 0 only) and announce it; returns its path if written.
+    def save(self, names: list[tuple[str, str]], background: bool = False) -> None:
+        """Write this state as the checkpoints `names`, (file name, reason) pairs, atomically (rank 0 only),
+        and announce each: the first is written, the others become links to it.
 
-        `same_as`: a checkpoint of this very state written a moment ago, which `name` becomes a link to.
+        `background`: the durable half (fsync, rename, links, announcements) finishes on a thread while
+        training goes on; the next save, and the end of the run, wait for it (`settle_saves`). The state
+        itself is written here, so a full disk still stops the run at once, and it cannot change meanwhile.
         """
-        if not self.dist.is_global_zero or self.run is None:
-            return None
+        if not self.dist.is_global_zero or self.run is None or not names:
+            return
+        self.settle_saves()
+        (name, reason), links = names[0], names[1:]
         path = os.path.join(self.run.checkpoints, name)
         self.phase, self.heartbeat = f"saving {path}", time.perf_counter()
         try:
-            if same_as is not None:
-                ckpt.atomic_link(same_as, path)
-            else:
-                ckpt.atomic_save(self.state_dict(), path)
+            pending = ckpt.start_save(self.state_dict(), path)
         except OSError as exc:
-            message = ckpt.describe_write_error(exc, path)
-            if self.config.on_save_error == "stop":
-                raise ScorchError(message + "; free space or fix the folder, then --resume the run (or pass --on-save-error "
-                                  "continue to train on without checkpoints)", exit_code=5) from None
-            self.log(message + "; training goes on (--on-save-error continue)", level="error")
-            return None
-        self.emit(CheckpointSaved(path=path, reason=reason, epoch=self.epoch, step=self.step))
-        return path
+            self._save_failed(exc, path)
+            self.save(links, background)  # each name tries on its own
+            return
+        finish = functools.partial(self._finish_save, pending, reason, links, self.epoch, self.step)
+        if not background:
+            finish()
+            return
+        if self._committer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="scorch-checkpoint")
+        self._committing = self._committer.submit(finish)
+
+    def _finish_save(self, pending: ckpt.Pending, reason: str, links: list[tuple[str, str]], epoch: int, step: int) -> None:
+        try:
+            pending.commit()
+        except OSError as exc:
+            for path in [pending.path] + [os.path.join(self.run.checkpoints, name) for name, _ in links]:
+                self._save_failed(exc, path)
+            return
+        self.emit(CheckpointSaved(path=pending.path, reason=reason, epoch=epoch, step=step))
+        for name, why in links:
+            path = os.path.join(self.run.checkpoints, name)
+            try:
+                ckpt.atomic_link(pending.path, path)
+            except OSError as exc:
+                self._save_failed(exc, path)
+                continue
+            self.emit(CheckpointSaved(path=path, reason=why, epoch=epoch, step=step))
+
+    def _save_failed(self, exc: OSError, path: str) -> None:
+        message = ckpt.describe_write_error(exc, path)
+        if self.config.on_save_error == "stop":
+            raise ScorchError(message + "; free space or fix the folder, then --resume the run (or pass --on-save-error "
+                              "continue to train on without checkpoints)", exit_code=5) from None
+        self.log(message + "; training goes on (--on-save-error continue)", level="error")
+
+    def settle_saves(self, timeout: float | None = None) -> None:
+        """Wait for a checkpoint finishing in the background; its failure is raised here."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            committing.result(timeout)
 
     def close(self, wait: float = -1) -> None:
         """Flush and close every callback (files, sockets); safe to call twice."""
@@ -647,11 +685,17 @@ class Trainer:
             return
         callbacks, self.callbacks = self.callbacks, []
         self._emit_lock.release()
+        if self._committer is not None:
+            self._committer.shutdown(wait=False)
         for callback in callbacks:
             callback.close()
         self.stats.close()
 
     def end(self, status: str, reason: str, wait: float = -1) -> None:
+        try:  # a checkpoint still finishing lands before run_ended
+            self.settle_saves(None if wait < 0 else wait)
+        except Exception as exc:  # the run already ends for another reason; this one is told, not raised
+            self.log(exc.message if isinstance(exc, ScorchError) else f"checkpoint: {type(exc).__name__}: {exc}", level="error")
         self.emit(RunEnded(status=status, reason=reason, epoch=self.epoch, step=self.step), wait=wait)
         if self.run is not None and self.dist.is_global_zero:
             try:

@@ -166,3 +166,46 @@ def test_a_disk_that_fills_up_under_the_event_log_stops_cleanly(tmp_path, mounts
     # AND the log holds only whole lines: a line that did not fit was taken back
     assert (run_dir / "events.jsonl").read_bytes().endswith(b"\n")
     assert protocol.read_events(str(run_dir / "events.jsonl"))[-1].type == "step"
+
+
+@pytest.mark.parametrize("on_error", ["stop", "continue"])
+def test_a_checkpoint_that_fails_while_finishing_in_the_background_is_reported(tmp_path, monkeypatch, on_error):
+    from conftest import read_events, tiny_args, train
+
+    from scorch import checkpoint as ckpt
+
+    # GIVEN a disk whose second checkpoint fails only when made durable (fsync, rename), which an
+    # epoch-end checkpoint does on a background thread while the next epoch trains
+    commit, commits = ckpt.Pending.commit, []
+
+    def failing_commit(pending):
+        if pending.path.endswith(".pt"):
+            commits.append(pending.path)
+            if len(commits) == 2:
+                pending.discard()
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return commit(pending)
+
+    monkeypatch.setattr(ckpt.Pending, "commit", failing_commit)
+    run_dir = tmp_path / "run"
+    # WHEN a 3-epoch run reaches the end of epoch 2
+    code = train(tiny_args(run_dir, "--epochs", "3", "--no-telemetry", "--no-tensorboard", "--on-save-error", on_error))
+    events = read_events(run_dir)
+    ended = of_type(events, "run_ended")[-1]
+    failed = f"could not write checkpoint {run_dir / 'checkpoints' / 'last.pt'}: {os.strerror(errno.EIO)}"
+    if on_error == "stop":
+        # THEN the run stops with exit 5, naming the file, the cause and the flag, before its next checkpoint
+        assert code == 5 and ended["status"] == "failed" and failed in ended["reason"], ended
+        assert "--on-save-error continue" in ended["reason"]
+        assert len(commits) == 2
+        assert ckpt.load(str(run_dir / "checkpoints" / "last.pt"))["epoch"] == 1
+    else:
+        # THEN training goes on, one error per name of that checkpoint, and the next epoch's checkpoint lands
+        assert code == 0 and ended["status"] == "completed", ended
+        errors = [e["message"] for e in of_type(events, "log", level="error")]
+        assert errors and all("training goes on" in m for m in errors) and failed in errors[0], errors
+        assert ckpt.load(str(run_dir / "checkpoints" / "last.pt"))["epoch"] == 3
+    # AND every checkpoint announced was in place before run_ended, and no temporary file is left
+    saved = [i for i, e in enumerate(events) if e["type"] == "checkpoint_saved"]
+    assert saved and max(saved) < events.index(ended)
+    assert temp_files(run_dir) == []

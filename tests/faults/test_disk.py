@@ -13,8 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import read_events, tiny_args, train
 from fault_helpers import FAILING_SAVE, Job, assert_run_folder_whole, child_env, of_type, run_args, slow_model, temp_files
 
+from scorch import checkpoint as ckpt
 from scorch.telemetry import protocol
 
 STEPS = 50  # steps an epoch at size 2000
@@ -60,8 +62,6 @@ def test_a_full_disk_inside_torch_save_is_reported_as_the_disk_error(tmp_path, m
     import io
 
     import torch
-
-    from scorch import checkpoint as ckpt
 
     class FillsUp(io.FileIO):
         def write(self, data):
@@ -170,10 +170,6 @@ def test_a_disk_that_fills_up_under_the_event_log_stops_cleanly(tmp_path, mounts
 
 @pytest.mark.parametrize("on_error", ["stop", "continue"])
 def test_a_checkpoint_that_fails_while_finishing_in_the_background_is_reported(tmp_path, monkeypatch, on_error):
-    from conftest import read_events, tiny_args, train
-
-    from scorch import checkpoint as ckpt
-
     # GIVEN a disk whose second checkpoint fails only when made durable (fsync, rename), which an
     # epoch-end checkpoint does on a background thread while the next epoch trains
     commit, commits = ckpt.Pending.commit, []

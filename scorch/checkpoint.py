@@ -17,6 +17,7 @@ from scorch.errors import ScorchError
 
 LAST = "last.pt"
 BEST = "best.pt"
+MODE = 0o644  # like run.json and events.jsonl (a temporary file would be 0600): the run's secret is .token
 
 
 class Pending:
@@ -93,7 +94,7 @@ def atomic_link(source: str, path: str) -> None:
         os.link(source, tmp)
     except OSError:
         with open(source, "rb") as src:
-            atomic_write(path, lambda fh: shutil.copyfileobj(src, fh))
+            atomic_write(path, lambda fh: shutil.copyfileobj(src, fh), MODE)
         return
     try:
         os.replace(tmp, path)
@@ -113,7 +114,7 @@ def start_save(obj: Any, path: str) -> Pending:
     import torch
 
     try:
-        return Pending(path, lambda fh: torch.save(obj, fh))
+        return Pending(path, lambda fh: torch.save(obj, fh), MODE)
     except RuntimeError as exc:
         cause = _os_error(exc)
         if cause is not None:

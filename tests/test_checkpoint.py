@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -82,6 +83,8 @@ def test_a_linked_name_keeps_its_checkpoint_when_the_first_name_is_written_again
     # THEN best.pt is epoch 2, and no temporary name is left behind
     assert ckpt.load(best)["epoch"] == 2
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+    # AND checkpoints are readable like the rest of the run folder (the temporary file they start as is 0600)
+    assert stat.S_IMODE(os.stat(best).st_mode) == 0o644
 
 
 def test_a_linked_name_is_a_copy_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
@@ -97,6 +100,7 @@ def test_a_linked_name_is_a_copy_where_the_file_system_has_no_hard_links(tmp_pat
     # THEN it is a file of its own with the same bytes
     assert os.stat(best).st_ino != os.stat(last).st_ino
     assert open(best, "rb").read() == open(last, "rb").read()
+    assert stat.S_IMODE(os.stat(best).st_mode) == 0o644
     assert torch.equal(ckpt.load(best)["model_state"]["w"], torch.arange(5.0))
     assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
 

@@ -28,6 +28,7 @@ from scorch.config import TrainConfig
 from scorch.dist import Single, scale_learning_rate, share_from_rank_zero
 from scorch.errors import NonFiniteLoss, ScorchError
 from scorch.run_folder import RunFolder
+from scorch.schedules import RunFacts, Schedule, batches_per_epoch
 from scorch.telemetry.control import Control, Request
 from scorch.telemetry.protocol import (
     CheckpointSaved,
@@ -184,6 +185,7 @@ class Trainer:
         if config.scale_lr and dist.size > 1:  # N times the batch: the usual advice is N times the learning rate
             scale_learning_rate(self.socket.optimizer, getattr(self.socket, "scheduler", None), dist.size)
 
+        self.schedule = Schedule(self.socket, model.path)
         self.monitor = Monitor(config.monitor, config.mode, config.early_stop_patience, config.min_delta)
         self.epoch = 0  # the epoch in progress (0-based)
         self.epoch_step = 0  # batches done in this epoch
@@ -266,6 +268,9 @@ class Trainer:
             self.watchdog = StallWatchdog(self, cfg.stall_timeout)
             self.watchdog.start()
         try:
+            if self.schedule.warning:
+                self.log(self.schedule.warning)
+            self.schedule.check_length(cfg.epochs, self._steps_in_epoch() // cfg.accumulate)
             while self.epoch < cfg.epochs and self.stop_status is None:
                 epoch_start = time.time()
                 # Train one epoch; stops requested mid-epoch end it early.
@@ -277,11 +282,12 @@ class Trainer:
                 train_metrics = self.evaluate("train", cfg.max_valid_iterations) if cfg.validate_on_train else {}
                 value = metrics.get(cfg.monitor, float("nan"))
                 improved = self.monitor.update(value, self.epoch)
-                self._step_scheduler(metrics)
+                lr = self._lr()  # the rate this epoch trained at, before the scheduler moves it on
+                self.schedule.after_epoch(metrics)
                 # Test inference feeds Socket.process (TensorBoard images and texts).
                 self.test_inference()
                 self.emit(EpochEnd(epoch=self.epoch, step=self.step, train_loss=train_loss, metrics=metrics,
-                                   train_metrics=train_metrics, lr=self._lr(), duration=time.time() - epoch_start,
+                                   train_metrics=train_metrics, lr=lr, duration=time.time() - epoch_start,
                                    best={"value": self.monitor.best, "epoch": self.monitor.best_epoch}))
                 # Checkpoint: the state saved is the state the next epoch starts from.
                 self.epoch += 1
@@ -327,6 +333,7 @@ class Trainer:
         skip_nan = cfg.on_nan == "skip"
         on_cpu = self.device.type == "cpu"
         accumulate = cfg.accumulate
+        schedule_step = self.schedule.after_step if self.schedule.on_step else None
         optimizer.zero_grad(set_to_none=True)
 
         for inputs, targets in self._batches("train"):
@@ -369,6 +376,8 @@ class Trainer:
                     self._next_system = now + SYSTEM_EVENT_INTERVAL
                 window.clear()
                 window_start, next_event, data_wait = now, now + STEP_EVENT_INTERVAL, 0.0
+            if schedule_step is not None:  # OneCycleLR, CyclicLR, warmups: every optimizer step (after `step` shows its rate)
+                schedule_step()
             # Control: checkpoint/stop requests, the same step on every rank.
             if self.sync_max_steps:
                 if self.step >= self._next_agreement and self.agree(window):
@@ -436,15 +445,6 @@ class Trainer:
             result = self.socket.process(inputs, self.network(inputs))
             for callback in self.callbacks:
                 callback.processed(self.epoch, i, result)
-
-    def _step_scheduler(self, metrics: dict) -> None:
-        scheduler = getattr(self.socket, "scheduler", None)
-        if scheduler is None:
-            return
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(metrics.get("main", float("nan")))
-        else:
-            scheduler.step()
 
     # -- control --------------------------------------------------------------------------
 
@@ -727,10 +727,10 @@ class Trainer:
             done += 1
 
     def _steps_in_epoch(self) -> int:
-        n = self.train_sampler.per_rank // self.config.batch_size + bool(self.train_sampler.per_rank % self.config.batch_size)
-        cap = self.config.max_train_iterations
-        n = min(n, cap) if cap >= 0 else n
-        return n - n % self.config.accumulate  # a last, partial accumulation would be a smaller step: drop it
+        """Training batches this rank takes in an epoch (optimizer steps: this / --accumulate)."""
+        cfg = self.config
+        return batches_per_epoch(len(self.datasets["train"]), cfg.batch_size, self.dist.size, cfg.max_train_iterations,
+                                 cfg.accumulate)
 
     def _epoch_done(self) -> bool:
         return self.epoch_step >= self._steps_in_epoch()
@@ -805,8 +805,15 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
     _seed_everything(config.seed)
     device = _pick_device(config.device, dist.local_rank)
 
-    model = user_code.load_model(config.model, config.model_args)
+    # The data first (the Socket may size its schedule from the run's facts, Socket.scorch); a wrong path, either first.
+    user_code.check_file(config.model, "--model")
     datasets = user_code.load_datasets(config.dataset, config.dataset_path, config.dataset_args)
+    facts = RunFacts(epochs=config.epochs, batch_size=config.batch_size, accumulate=config.accumulate, world_size=dist.size,
+                     rank=dist.rank, steps_per_epoch=batches_per_epoch(len(datasets["train"]), config.batch_size, dist.size,
+                                                                       config.max_train_iterations, config.accumulate)
+                     // config.accumulate)
+    _seed_everything(config.seed)  # the Network's initial weights stay what a seed gave before the data moved first
+    model = user_code.load_model(config.model, config.model_args, facts)
 
     run = None
     callbacks: list[Callback] = []

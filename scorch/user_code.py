@@ -70,14 +70,19 @@ def call_user(doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise err from exc
 
 
-def load_file(path: str, flag: str) -> ModuleType:
-    """Import a Python file by path as a fresh module."""
+def check_file(path: str, flag: str) -> None:
+    """The file named by `flag` exists and is a Python file (checked before anything is imported)."""
     if not path:
         raise ScorchError(f"{flag} is required: pass the path of a Python file, e.g. {flag} examples/digits/model.py")
     if not os.path.isfile(path):
         raise ScorchError(f"{flag} {path}: no such file; check the path (relative to {os.getcwd()})")
     if not path.endswith(".py"):
         raise ScorchError(f"{flag} {path}: expected a Python file ending in .py")
+
+
+def load_file(path: str, flag: str) -> ModuleType:
+    """Import a Python file by path as a fresh module."""
+    check_file(path, flag)
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
     _user_dirs.add(folder)
@@ -118,7 +123,8 @@ class UserModel:
     has_process: bool
 
 
-def load_model(path: str, model_args: dict) -> UserModel:
+def load_model(path: str, model_args: dict, facts: Any = None) -> UserModel:
+    """Network(**model_args) and Socket(network); `facts` (a RunFacts) is `Socket.scorch` while Socket is built."""
     import torch
 
     module = load_file(path, "--model")
@@ -127,6 +133,8 @@ def load_model(path: str, model_args: dict) -> UserModel:
         raise ScorchError(f"{path}: class Network must subclass torch.nn.Module, found bases {network_cls.__bases__}")
     socket_cls = _class(module, "Socket", path, "a class Socket(model) with criterion, metrics, optimizer and train_modules")
     network = call_user(f"building Network(**{model_args}) from {path}", network_cls, **model_args)
+    if facts is not None and "scorch" not in vars(socket_cls):  # a Socket of its own `scorch` keeps it
+        socket_cls.scorch = facts
     socket = call_user(f"building Socket(model) from {path}", socket_cls, network)
 
     for method in ("criterion", "metrics"):
@@ -151,8 +159,15 @@ def load_model(path: str, model_args: dict) -> UserModel:
     if not isinstance(modules, torch.nn.Module):
         raise ScorchError(f"{path}: Socket.train_modules must be a torch.nn.ModuleList, found {_kind(modules)}")
     scheduler = getattr(socket, "scheduler", None)
+    if isinstance(scheduler, (list, tuple)):
+        raise ScorchError(f"{path}: Socket.scheduler must be one scheduler object, found {_kind(scheduler)}; chain "
+                          "several with torch.optim.lr_scheduler.SequentialLR (one after another, e.g. a warmup then a "
+                          "decay) or ChainedScheduler (all at once)")
     if scheduler is not None and not callable(getattr(scheduler, "step", None)):
         raise ScorchError(f"{path}: Socket.scheduler must be a torch.optim.lr_scheduler object with step(), found {_kind(scheduler)}")
+    from scorch.schedules import Schedule
+
+    Schedule(socket, path)  # refuses a wrong scheduler_interval now, before the run folder exists
     process = getattr(socket, "process", None)
     if process is not None and not callable(process):
         raise ScorchError(f"{path}: Socket.process must be a method process(inputs, outputs), found {_kind(process)}")

@@ -18,10 +18,10 @@ class TensorBoardLog(Callback):
     def event(self, event: Event) -> None:
         if isinstance(event, Step):
             self.writer.add_scalar("train/loss_step", event.loss, event.step)
+            self.writer.add_scalar("train/lr", event.lr, event.step)  # per step: per-step schedules show their shape
         elif isinstance(event, EpochEnd):
             epoch = event.epoch + 1
             self.writer.add_scalar("train/loss", event.train_loss, epoch)
-            self.writer.add_scalar("train/lr", event.lr, epoch)
             for name, value in event.metrics.items():
                 self.writer.add_scalar(f"valid/{name}", value, epoch)
             for name, value in event.train_metrics.items():

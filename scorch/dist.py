@@ -214,11 +214,14 @@ class TorchDistributed(Single):
         use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         if use_cuda and torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank % torch.cuda.device_count())
-        td.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # nccl refuses two ranks on one GPU ("Duplicate GPU detected"): with more ranks on this host than GPUs,
+        # gloo carries the CUDA tensors (slower, but the job runs, as on a one-GPU workstation).
+        nccl = use_cuda and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= max(1, torch.cuda.device_count())
+        td.init_process_group(backend="nccl" if nccl else "gloo")
         self.td, self.torch = td, torch
         self.rank, self.size = td.get_rank(), td.get_world_size()
         # Objects (control requests, metrics' inputs) and CPU tensors go over gloo, never through the GPU.
-        self._cpu_group = td.new_group(backend="gloo") if use_cuda else None
+        self._cpu_group = td.new_group(backend="gloo") if nccl else None
         self._ops = {"sum": td.ReduceOp.SUM, "mean": td.ReduceOp.SUM, "max": td.ReduceOp.MAX, "min": td.ReduceOp.MIN}
         atexit.register(self.shutdown)
 

@@ -159,6 +159,10 @@ def _to_device(items: list, device: torch.device) -> list:
     return [x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x for x in items]
 
 
+def _to_host(items: list) -> list:
+    return [x.cpu() if isinstance(x, torch.Tensor) else x for x in items]
+
+
 class Trainer:
     """Holds the run's state; `fit()` runs it. Built by `build_trainer`."""
 
@@ -422,7 +426,8 @@ class Trainer:
         targets = [torch.cat(parts) if isinstance(parts[0], torch.Tensor) else sum(parts, []) for parts in zip(*all_targets)]
         if self.dist.size > 1:  # every rank's share, back in dataset order: every rank computes the whole set's metrics
             outputs, targets, loss_sum, count = self._gather_whole_set(loader.sampler, outputs, targets, loss_sum, count)
-        metrics = self.socket.metrics(outputs, targets)
+        # Socket.metrics gets host tensors, as on a CPU: the 2018 metrics call .numpy(); one copy an epoch.
+        metrics = self.socket.metrics(_to_host(outputs), _to_host(targets))
         user_code.check_metrics(metrics, self.model.path)
         result = {name: _to_float(value) for name, value in metrics.items()}
         result.setdefault("loss", loss_sum / max(1, count))
@@ -536,17 +541,14 @@ class Trainer:
                           count: int) -> tuple[list, list, float, int]:
         """All ranks: every rank's evaluation share put back in dataset order, so Socket.metrics sees the whole
         set once, as one process would, and every rank computes the same metrics (early stopping agrees)."""
-        def cpu(items: list) -> list:
-            return [x.cpu() if isinstance(x, torch.Tensor) else x for x in items]
-
         mine = list(sampler)[: len(outputs[0])] if outputs else []
-        pooled = self.dist.allgather_object((mine, cpu(outputs), cpu(targets), loss_sum, count))
+        pooled = self.dist.allgather_object((mine, _to_host(outputs), _to_host(targets), loss_sum, count))
         shares = [share for share in pooled if share[0]]
         order = torch.tensor([i for share in shares for i in share[0]]).argsort()
 
         def whole(parts: tuple) -> Any:
             if isinstance(parts[0], torch.Tensor):
-                return torch.cat(parts)[order].to(self.device)
+                return torch.cat(parts)[order]
             flat = [x for part in parts for x in part]
             return [flat[i] for i in order.tolist()]
 

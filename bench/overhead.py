@@ -395,6 +395,9 @@ def run_child(variant: str, job: Job, run_dir: str, out: str, ready: str, thread
     import torch
 
     torch.set_num_threads(threads)
+    on_gpu = job.device.startswith("cuda")
+    if on_gpu:  # the peak of the loop alone, whatever the set-up allocated
+        torch.cuda.reset_peak_memory_stats()
     waited = 0.0
     if variant in ("plain", "plain-again", "lightning"):
         setup = plain_setup(job)
@@ -429,7 +432,8 @@ def run_child(variant: str, job: Job, run_dir: str, out: str, ready: str, thread
     with open(out, "w") as fh:
         json.dump({"variant": variant, "in_loop_s": in_loop, "in_loop_cpu_s": in_loop_cpu, "waited_s": waited,
                    "steps": sum(s is not None for s in clock.stamps),
-                   "step_median_s": statistics.median(clock.step_times())}, fh)
+                   "step_median_s": statistics.median(clock.step_times()),
+                   "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None}, fh)
 
 
 def run_collate_check(job: Job, run_dir: str, out: str, threads: int) -> None:
@@ -502,6 +506,7 @@ class Result:
     step_median_s: float
     steps: int
     subscriber_events: int | None = None
+    gpu_peak_mib: float | None = None  # torch.cuda.max_memory_allocated over the run, with --device cuda
 
 
 def _child_env(threads: int) -> dict:
@@ -553,7 +558,7 @@ def run_variant(variant: str, job: Job, work: str, round_no: int, threads: int) 
         with open(sub_out) as fh:
             events = json.load(fh)["events"]
     return Result(variant, round_no, mine["in_loop_s"], mine["in_loop_cpu_s"], whole - mine["waited_s"], usage.ru_maxrss / 1024,
-                  mine["step_median_s"], mine["steps"], events)
+                  mine["step_median_s"], mine["steps"], events, mine.get("gpu_peak_mib"))
 
 
 def collate_check(job: Job, work: str, threads: int) -> str:
@@ -605,12 +610,14 @@ def summarise(results: list[Result], variants: list[str]) -> list[dict]:
             "rss_mib": statistics.median(r.rss_mib for r in mine),
             "rss_delta_mib": statistics.median(r.rss_mib - plain[r.round].rss_mib for r in mine),
             "steps": mine[0].steps,
+            "gpu_peak_mib": statistics.median(r.gpu_peak_mib for r in mine) if mine[0].gpu_peak_mib is not None else None,
             "subscriber_events": min((r.subscriber_events for r in mine if r.subscriber_events is not None), default=None),
         })
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
+    gpu = any(r.get("gpu_peak_mib") is not None for r in rows)
     lines = [f"| {'variant':<18} | {'step ms':>7} | {'x plain':>7} | {'in-loop s':>9} | {'x plain':>7} | "
              f"{'best s':>7} | {'x plain':>7} | {'CPU s':>7} | {'x plain':>7} | {'whole s':>7} | {'x plain':>7} | "
              f"{'peak RSS MiB':>12} | {'vs plain':>8} |",
@@ -620,6 +627,11 @@ def format_table(rows: list[dict]) -> str:
                      f"{r['in_loop_x']:7.3f} | {r['best_s']:7.3f} | {r['best_x']:7.3f} | {r['cpu_s']:7.3f} | "
                      f"{r['cpu_x']:7.3f} | {r['whole_s']:7.3f} | {r['whole_x']:7.3f} | {r['rss_mib']:12.1f} | "
                      f"{r['rss_delta_mib']:+8.1f} |")
+    if gpu:  # --device cuda: the loop's peak of torch.cuda.max_memory_allocated, a column of its own
+        lines[0] += f" {'peak GPU MiB':>12} |"
+        lines[1] += "-" * 13 + ":|"
+        for i, r in enumerate(rows, start=2):
+            lines[i] += f" {r['gpu_peak_mib']:12.1f} |"
     return "\n".join(lines)
 
 

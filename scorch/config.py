@@ -45,6 +45,12 @@ class TrainConfig:
     device: str = opt("auto", "where to train: auto picks cuda when available", choices=("auto", "cpu", "cuda"))
     amp: str = opt("off", "mixed precision: bf16 autocast, or fp16 autocast with loss scaling", choices=("off", "bf16", "fp16"))
     accumulate: int = opt(1, "accumulate gradients over N batches per optimizer step")
+    clip_grad_norm: float = opt(0.0, "before each optimizer step, scale the gradients down so their total norm is at most X "
+                                "(after the average over ranks, unscaled under --amp fp16); step events log the norm "
+                                "before clipping (0: off)", metavar="X")
+    clip_grad_value: float = opt(0.0, "before each optimizer step, clip every gradient element to [-X, X] (0: off)",
+                                 metavar="X")
+    log_grad_norm: bool = opt(False, "log the gradients' total norm in step events without clipping them")
 
     # Several processes (mpirun, horovodrun, torchrun): see docs/distributed.md.
     backend: str = opt("auto", "distributed engine; auto follows the launcher: mpirun/horovodrun -> horovod, torchrun -> torch, "

@@ -27,6 +27,7 @@ from scorch.callbacks.early_stopping import Monitor
 from scorch.config import TrainConfig
 from scorch.dist import Single, scale_learning_rate, share_from_rank_zero
 from scorch.errors import NonFiniteLoss, ScorchError
+from scorch.gradients import GradientClip, check_config
 from scorch.run_folder import RunFolder
 from scorch.schedules import RunFacts, Schedule, batches_per_epoch
 from scorch.telemetry.control import Control, Request
@@ -110,6 +111,9 @@ class _NoScaler:
 
     def step(self, optimizer: Any) -> None:
         optimizer.step()
+
+    def unscale_(self, optimizer: Any) -> None:
+        pass
 
     def update(self) -> None:
         pass
@@ -213,6 +217,7 @@ class Trainer:
         self._nonfinite: tuple | None = None  # with several ranks: (epoch, step, message) of a NaN/inf seen here
         self.stats = SystemSampler(dist.rank)
         self.autocast, self.scaler = _mixed_precision(config.amp, device)
+        self.clip = GradientClip.from_config(config, [p for _, p in named], self.scaler, self.optimizer)
         self._local_stats: dict | None = None  # this rank's latest figures, not yet sent to rank 0
         self._rank_stats: dict[int, dict] = {}  # rank 0: every rank's latest figures
         self._next_system = 0.0
@@ -338,6 +343,7 @@ class Trainer:
         on_cpu = self.device.type == "cpu"
         accumulate = cfg.accumulate
         schedule_step = self.schedule.after_step if self.schedule.on_step else None
+        clip, grad_norm = self.clip, None
         optimizer.zero_grad(set_to_none=True)
 
         for inputs, targets in self._batches("train"):
@@ -363,6 +369,8 @@ class Trainer:
             if self.epoch_step % accumulate:
                 continue  # gradients accumulate; no optimizer step, no control at this batch
             self.dist.average_gradients(optimizer)  # all ranks, before the AMP scaler checks them for inf
+            if clip is not None:  # on the averaged, unscaled gradients (scorch/gradients.py says why)
+                grad_norm = clip()
             self.scaler.step(optimizer)
             self.scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -374,7 +382,8 @@ class Trainer:
                 mean = self._take_window(window)
                 rate = len(window) * cfg.batch_size * self.dist.size / max(now - window_start, 1e-9)
                 self.emit(Step(epoch=self.epoch, step=self.step, epoch_step=self.epoch_step,
-                               steps_in_epoch=steps_in_epoch, loss=mean, rate=rate, lr=self._lr()))
+                               steps_in_epoch=steps_in_epoch, loss=mean, rate=rate, lr=self._lr(),
+                               grad_norm=None if grad_norm is None else float(grad_norm)))
                 if now >= self._next_system:
                     self._sample_system((now - window_start) / len(window), data_wait / len(window))
                     self._next_system = now + SYSTEM_EVENT_INTERVAL
@@ -798,6 +807,7 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
         raise ScorchError(f"--batch-size {config.batch_size}: must be at least 1")
     if config.epochs < 1:
         raise ScorchError(f"--epochs {config.epochs}: must be at least 1")
+    check_config(config)
     if config.telemetry and dist.is_global_zero:
         from scorch.telemetry.publisher import check_bind
 

@@ -141,6 +141,7 @@ class RunModel:
         self.step = 0
         self.rate = 0.0  # samples per second
         self.lr: float | None = None
+        self.grad_norm: float | None = None  # before clipping, when the run clips or logs it
         self.loss: float | None = None  # latest training loss (step window)
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=20)
         self.epoch_durations: list[float] = []
@@ -264,6 +265,7 @@ class RunModel:
         self.step = ev.step
         self.rate = ev.rate
         self.lr = ev.lr
+        self.grad_norm = ev.grad_norm
         self.loss = ev.loss
         self.train_loss.append(ev.step, ev.loss)
         if ev.time:

@@ -19,6 +19,8 @@ class TensorBoardLog(Callback):
         if isinstance(event, Step):
             self.writer.add_scalar("train/loss_step", event.loss, event.step)
             self.writer.add_scalar("train/lr", event.lr, event.step)  # per step: per-step schedules show their shape
+            if event.grad_norm is not None:
+                self.writer.add_scalar("train/grad_norm", event.grad_norm, event.step)
         elif isinstance(event, EpochEnd):
             epoch = event.epoch + 1
             self.writer.add_scalar("train/loss", event.train_loss, epoch)

@@ -133,6 +133,7 @@ class Step(Event):
     loss: float = 0.0
     rate: float = 0.0
     lr: float = 0.0
+    grad_norm: float | None = None  # total norm of the last step's gradients before clipping (with --clip-grad-norm)
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,8 @@ def _field_ok(value: Any, annotation: str) -> bool:
         return isinstance(value, str)
     if annotation == "str | None":
         return value is None or isinstance(value, str)
+    if annotation == "float | None":
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
     if annotation == "bool":
         return isinstance(value, bool)
     if annotation == "dict":

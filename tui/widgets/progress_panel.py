@@ -27,6 +27,9 @@ class ProgressPanel(Static):
         if model.lr is not None:
             epoch_tail.append("  lr ", style="dim")
             epoch_tail.append(value(model.lr, 2))
+        if model.grad_norm is not None:
+            epoch_tail.append("  gnorm ", style="dim")
+            epoch_tail.append(value(model.grad_norm, 2))
         step_tail = Text(f" {step_fraction * 100:3.0f}%")
         step_tail.append(f"  {rate(model.rate)}")
         step_tail.append(" samples/s", style="dim")

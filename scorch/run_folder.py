@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from typing import Any
 
@@ -75,3 +76,47 @@ class RunFolder:
     def write_info(self, **fields: Any) -> None:
         self.info.update(fields)
         atomic_write_text(self.info_path, json.dumps(self.info, indent=2, default=str) + "\n")
+
+
+# -- is the run's process still there? (no torch: the dashboard, the picker and scorch-ctl ask this) --------------
+
+
+def on_this_host(info: dict) -> bool:
+    """Whether run.json's first host (global rank 0's, the process that holds the folder) is this machine."""
+    hosts = info.get("hosts") or []
+    if not hosts:
+        return True  # written before the hosts were known: the folder is here, so is its writer
+    names = {socket.gethostname(), socket.gethostname().split(".")[0], os.uname().nodename}
+    return str(hosts[0]) in names
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs here (someone else's counts: kill(0) says EPERM; a zombie does not:
+    a killed job whose parent has not reaped it yet is dead all the same)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True  # no /proc (macOS): kill(0) is all we know
+
+
+def why_dead(info: dict) -> str:
+    """Why the run described by `info` (its run.json) cannot be running any more, or "" if it may be.
+
+    "" also when the holder cannot be checked from here (another host: only the
+    heartbeat tells), or when run.json already says the run ended. The one place
+    that decides "dead" for every reader, so the picker, a fresh open and the live
+    view agree; the run-folder lock/lease adds its own reasons here.
+    """
+    if info.get("state", "running") != "running" or not on_this_host(info):
+        return ""
+    pid = info.get("pid")
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and not pid_alive(pid):
+        return f"process {pid} is gone (killed or crashed)"
+    return ""

@@ -863,11 +863,14 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
                        backend=dist.name, pid=os.getpid(), started=time.time(), state="running", device=str(device))
         if config.telemetry:  # live stream + control; writes .token, then the endpoints into run.json
             from scorch.telemetry.publisher import Publisher
+            from scorch.watchdog import activity
 
             try:
                 # The publisher thread logs `command` events; it never waits long for the loop's lock.
                 emit = lambda event: trainer.emit(event, wait=2.0)  # noqa: E731
-                trainer.callbacks.append(Publisher(run, trainer.control, emit, config.bind, config.curve_keys))
+                loop = threading.current_thread()  # the heartbeat says what this thread is doing (see watchdog.activity)
+                trainer.callbacks.append(Publisher(run, trainer.control, emit, config.bind, config.curve_keys,
+                                                   progress=lambda: activity(trainer, loop)))
             except BaseException:
                 trainer.close()  # e.g. a busy port: the other sinks (TensorBoard's thread) must not outlive the start
                 raise

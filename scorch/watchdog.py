@@ -26,6 +26,32 @@ def where(thread: threading.Thread, depth: int = 8) -> str:
     return "".join(traceback.format_stack(frame)[-depth:])
 
 
+COLLECTIVE_MARKS = ("horovod", "torch/distributed", "mpi")  # in a stack: the rank waits for the others
+WAITING_AFTER = 2.0  # seconds without progress before the heartbeat looks at the stack (never on a steady run)
+
+
+def in_collective(stack: str) -> bool:
+    return any(name in stack for name in COLLECTIVE_MARKS)
+
+
+def activity(trainer: Any, thread: threading.Thread) -> tuple[float, str]:
+    """(seconds since the last sign of progress, what the training thread is doing), for the PUB heartbeat.
+
+    Progress is a training step or an evaluation batch (`Trainer.heartbeat`). The
+    phase is one word a reader can show: starting, training, validating, testing,
+    checkpointing, or "waiting for other ranks" when progress is overdue and the
+    stack is in a collective. Runs on the publisher thread once a second; the
+    stack is read only when progress is overdue, so a steady loop pays nothing.
+    """
+    age = max(0.0, time.perf_counter() - trainer.heartbeat)
+    phase = str(trainer.phase)
+    word = ("checkpointing" if phase.startswith("saving") else "validating" if phase.startswith("validating")
+            else "testing" if "test" in phase else phase)
+    if age > WAITING_AFTER and getattr(trainer.dist, "size", 1) > 1 and in_collective(where(thread)):
+        word = "waiting for other ranks"
+    return age, word
+
+
 class StallWatchdog:
     def __init__(self, trainer: Any, timeout: float) -> None:
         self.trainer = trainer
@@ -52,7 +78,7 @@ class StallWatchdog:
     def _stalled(self, idle: float) -> None:
         t = self.trainer
         stack = where(self.watched)
-        waiting = any(name in stack for name in ("horovod", "torch/distributed", "mpi"))
+        waiting = in_collective(stack)
         what = "waiting for another rank in a collective" if waiting else f"stuck while {t.phase}"
         reason = (f"rank {t.dist.rank} made no progress for {idle:.0f} s (--stall-timeout {self.timeout:g}) "
                   f"at epoch {t.epoch + 1}, step {t.epoch_step}: {what}")

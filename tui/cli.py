@@ -199,16 +199,16 @@ def run_dir_source(path: str, token: str | None, replay: bool, keys: CurveKeys |
     """Live when the run is running and publishing; a replay of its events.jsonl otherwise."""
     import os
 
-    from scorch_tui.runs import liveness
     from scorch_tui.sources import LiveSource, ReplaySource, read_json
+
+    from scorch.run_folder import why_dead
 
     info = read_json(os.path.join(path, "run.json"))
     if replay or info.get("state", "running") != "running":
         return ReplaySource(path)
-    alive = liveness(info)
-    if alive == "gone":
-        return ReplaySource(path, gone=f"its process {info.get('pid')} is not running (crashed or killed); "
-                                      "showing its event log")
+    dead = why_dead(info)
+    if dead:  # the same words the live view and the picker use
+        return ReplaySource(path, dead=dead)
     if not isinstance(info.get("telemetry"), dict):
         return ReplaySource(path, follow=True)
     return LiveSource.from_run_dir(path, token=token, client_keys=keys.client if keys else None)

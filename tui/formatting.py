@@ -21,7 +21,8 @@ STATE_STYLES = {
     "early_stopped": ("EARLY STOPPED", "bold cyan"),
     "preempted": ("PREEMPTED", "bold magenta"),
     "failed": ("FAILED", "bold red"),
-    "gone": ("PROCESS GONE", "bold white on red"),
+    "stalled": ("STALLED", "bold black on dark_orange"),
+    "dead": ("DEAD", "bold white on red"),
 }
 
 LEVEL_STYLES = {"info": "", "good": "green", "warning": "yellow", "error": "bold red"}

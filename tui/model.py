@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from scorch_tui.series import MinMaxSeries
 from scorch_tui.sources import (
     CONNECTING,
+    DEAD,
     ERROR,
     FOLLOWING,
-    GONE,
     LIVE,
     RECONNECTING,
     CommandAck,
     ConnectionChanged,
+    HeartbeatSeen,
     Item,
     RunInfo,
 )
@@ -43,6 +44,12 @@ from scorch.telemetry.protocol import (
 SMALLER_IS_BETTER = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ppl", "cer", "wer", "nll")
 
 RECENT = 200  # recent notes kept for the event log
+# STALLED: no step for max(STALL_FLOOR, STALL_STEPS x the usual step time). The floor keeps a slow first step,
+# a data loader refilling, a garbage collection from crying wolf; 5 steps' time catches a slow run stuck.
+STALL_FLOOR = 10.0
+STALL_STEPS = 5
+# The one state the header leads with (design: "Readers derive one state").
+STALLED = "stalled"
 
 
 @dataclass
@@ -126,6 +133,7 @@ class RunModel:
         self.monitor = "main"
         self.mode = "max"
         self.started: float | None = None
+        self._started_by_event = False  # the first run_started's time beats run.json's (rewritten by a resume)
         self.ended: float | None = None
         self.last_time: float | None = None  # time of the newest event
         # Where it is.
@@ -158,14 +166,21 @@ class RunModel:
         self.notes: deque[Note] = deque(maxlen=RECENT)
         self.notes_total = 0
         self.last_ack: CommandAck | None = None
+        self.beat: HeartbeatSeen | None = None  # the newest heartbeat: age of the last step, rank 0's phase
         self.last_checkpoint: CheckpointSaved | None = None
         self.pending_commands: dict[str, str] = {}  # id -> command, until applied
 
     # -- applying ------------------------------------------------------------------------------
 
     def apply(self, items: list[Item]) -> None:
+        changed = False
         for item in items:
             self.applied += 1
+            if isinstance(item, HeartbeatSeen):  # every second: the header ticks anyway; redraw only on a new phase
+                changed = changed or self.beat is None or item.phase != self.beat.phase
+                self.beat = item
+                continue
+            changed = True
             if isinstance(item, Event):
                 if item.seq and item.seq <= self.last_seq:
                     continue  # seen already (a snapshot after a reconnect repeats history)
@@ -179,7 +194,8 @@ class RunModel:
                 self._ack(item)
             elif isinstance(item, RunInfo):
                 self._info(item.info)
-        self.version += 1
+        if changed:
+            self.version += 1
 
     def _note(self, at: float | None, kind: str, text: str, level: str = "info") -> None:
         self.notes.append(Note(None if at is None or self.started is None else at - self.started, kind, text, level))
@@ -248,7 +264,8 @@ class RunModel:
         self.steps_in_epoch = ev.steps_per_epoch or self.steps_in_epoch
         if ev.config:
             self._config(ev.config)
-        self.started = ev.time or self.started
+        if ev.time and not self._started_by_event:  # a resume keeps the first start: elapsed and event times never go back
+            self.started, self._started_by_event = ev.time, True
         self.state = "running"
         self.ended = None
         self.end_reason = ""
@@ -338,10 +355,10 @@ class RunModel:
         self.connection_detail = item.detail
         if item.state == before:
             return
-        if item.state in (RECONNECTING, ERROR, GONE):
-            prefix = {RECONNECTING: "connection lost", ERROR: "error", GONE: "process gone"}[item.state]
+        if item.state in (RECONNECTING, ERROR, DEAD):
+            prefix = {RECONNECTING: "connection lost", ERROR: "error", DEAD: "run dead"}[item.state]
             self._note(self.clock(), "connection", f"{prefix}: {item.detail}", "error")
-        elif item.state == LIVE and before in (RECONNECTING, CONNECTING) and self.notes_total:
+        elif item.state == LIVE and before in (RECONNECTING, CONNECTING, DEAD) and self.notes_total:
             self._note(self.clock(), "connection", "connected again", "good")
 
     def _ack(self, ack: CommandAck) -> None:
@@ -371,6 +388,46 @@ class RunModel:
             end = self.last_time or self.started
         return max(0.0, end - self.started)
 
+    def progress_age(self) -> float | None:
+        """Seconds since rank 0's last step (or evaluation batch), from the heartbeat, counted on to now."""
+        if self.beat is None or self.beat.progress_age is None:
+            return None
+        return self.beat.progress_age + max(0.0, self.clock() - self.beat.at)
+
+    def last_heard(self) -> float | None:
+        """Seconds since the newest heartbeat reached this dashboard (on its own clock)."""
+        return max(0.0, self.clock() - self.beat.at) if self.beat is not None else None
+
+    def stall_limit(self) -> float:
+        sps = self.steps_per_second()
+        return max(STALL_FLOOR, STALL_STEPS / sps) if sps else STALL_FLOOR
+
+    def liveness(self) -> str:
+        """The one state the header leads with: the connection state, or STALLED, or DEAD.
+
+        STALLED when the heartbeat says no step for `stall_limit()` (rank 0 waiting
+        for a stopped rank looks like this), also while the heartbeat itself is late;
+        DEAD when the source says so (process gone here, silent from afar); an ended
+        run is its end state.
+        """
+        if self.state != "running" or self.connection in (DEAD, ERROR):
+            return self.connection
+        if self.connection in (LIVE, RECONNECTING):
+            age = self.progress_age()
+            if age is not None and age >= self.stall_limit():
+                return STALLED
+        return self.connection
+
+    @property
+    def looks_live(self) -> bool:
+        """Whether figures that only mean something on a running run (samples/s, ETA) may be shown."""
+        return self.state == "running" and self.liveness() in (LIVE, FOLLOWING)
+
+    @property
+    def phase(self) -> str:
+        """What rank 0 is doing, from the heartbeat: training, validating, checkpointing, ... ("" when unknown)."""
+        return self.beat.phase if self.beat is not None and self.state == "running" else ""
+
     def steps_per_second(self) -> float | None:
         if len(self._rate_window) >= 2:
             (t0, s0), (t1, s1) = self._rate_window[0], self._rate_window[-1]
@@ -382,7 +439,7 @@ class RunModel:
 
     def eta(self) -> float | None:
         """Seconds left: the rest of this epoch at the step rate, the other epochs at their measured length."""
-        if self.state != "running" or not self.epochs or not self.steps_in_epoch:
+        if not self.looks_live or not self.epochs or not self.steps_in_epoch:
             return None
         sps = self.steps_per_second()
         left_in_epoch = max(0, self.steps_in_epoch - self.epoch_step)

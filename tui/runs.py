@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import dataclass
 
 from scorch_tui.sources import read_json
+
+from scorch.run_folder import on_this_host, why_dead
 
 TAIL_BYTES = 1 << 20  # how far back from the end to look for the last epoch_end, per read
 TAIL_LIMIT = 16 << 20  # and at most this far
@@ -22,12 +23,13 @@ class RunEntry:
     path: str
     name: str
     state: str  # run.json's state: running or an end status
-    liveness: str  # live | finished | gone (running, but its process is not) | elsewhere (running on another host)
+    liveness: str  # live | finished | dead (running, but its process is gone) | elsewhere (on another host)
     epochs_done: int
     epochs: int
     best: str  # "main 0.9731 @3" or ""
     started: float
     has_telemetry: bool
+    dead_reason: str = ""  # why a run still marked running is dead
 
     @property
     def watchable_live(self) -> bool:
@@ -69,32 +71,20 @@ def read_entry(path: str) -> RunEntry:
         except OSError:
             started = 0.0
     return RunEntry(path=os.path.abspath(path), name=str(info.get("name") or os.path.basename(path.rstrip("/"))),
-                    state=state, liveness=liveness(info), epochs_done=epochs_done, epochs=epochs, best=best,
+                    state=state, liveness=liveness(info), dead_reason=why_dead(info), epochs_done=epochs_done, epochs=epochs, best=best,
                     started=float(started), has_telemetry=isinstance(info.get("telemetry"), dict))
 
 
 def liveness(info: dict) -> str:
-    """live, finished, gone or elsewhere: what run.json's state means on this host right now."""
+    """live, finished, dead or elsewhere: what run.json's state means on this host right now.
+
+    The same test as the live view's (`scorch.run_folder.why_dead`), so the list and an opened run agree.
+    """
     if info.get("state", "running") != "running":
         return "finished"
-    hosts = info.get("hosts") or []
-    here = socket.gethostname()
-    if hosts and hosts[0] not in (here, here.split(".")[0], os.uname().nodename):
+    if not on_this_host(info):
         return "elsewhere"
-    pid = info.get("pid")
-    if isinstance(pid, int) and pid > 0:
-        return "live" if pid_alive(pid) else "gone"
-    return "live"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
+    return "dead" if why_dead(info) else "live"
 
 
 def last_epoch_end(path: str) -> dict | None:

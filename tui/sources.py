@@ -33,10 +33,16 @@ if TYPE_CHECKING:
     from scorch.telemetry.client import RunClient
 
 # Connection states, as shown on screen.
-CONNECTING, LIVE, RECONNECTING, ENDED, REPLAY, FOLLOWING, GONE, ERROR = (
-    "connecting", "live", "reconnecting", "ended", "replay", "following", "gone", "error")
+# DEAD: the run cannot be running any more (its process is gone here, or no heartbeat for DEAD_AFTER from afar).
+CONNECTING, LIVE, RECONNECTING, ENDED, REPLAY, FOLLOWING, DEAD, ERROR = (
+    "connecting", "live", "reconnecting", "ended", "replay", "following", "dead", "error")
 
 CLIENT_TIMEOUT = 2.0  # seconds a request may take: the reader thread must stay quick to stop
+PROBE_AFTER = 1.5  # a heartbeat this late (they come every second): ask whether the run's process is still there
+PROBE_EVERY = 1.0  # and at most this often while it stays late
+# From another machine only the heartbeat can tell: none for this long and the run is called dead. Long enough
+# for a busy network or a long GIL hold, short enough that a person watching is not misled for a minute.
+DEAD_AFTER = 15.0
 MAX_BATCH = 5000  # items per read: a huge replay arrives in slices and the screen stays responsive
 
 
@@ -60,13 +66,23 @@ class CommandAck:
 
 
 @dataclass(frozen=True)
+class HeartbeatSeen:
+    """A heartbeat from the run: seconds since rank 0's last step at the time it was sent, what rank 0 was doing,
+    and when it arrived here (`at`, on the dashboard's clock: the sender's clock may be skewed)."""
+
+    progress_age: float | None
+    phase: str
+    at: float
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """Facts about the run from run.json or a snapshot (name, state, hosts, started, ended...)."""
 
     info: dict = field(default_factory=dict)
 
 
-Item = Union[Event, ConnectionChanged, CommandAck, RunInfo]
+Item = Union[Event, ConnectionChanged, CommandAck, RunInfo, HeartbeatSeen]
 
 
 class SourceError(Exception):
@@ -125,7 +141,7 @@ class ReplaySource(Source):
     without telemetry can still be watched, read-only) until `run_ended`.
     """
 
-    def __init__(self, run_dir: str, follow: bool = False, gone: str = "") -> None:
+    def __init__(self, run_dir: str, follow: bool = False, dead: str = "") -> None:
         super().__init__()
         self.run_dir = os.path.abspath(run_dir)
         self.info_path = os.path.join(self.run_dir, "run.json")
@@ -135,10 +151,10 @@ class ReplaySource(Source):
         if not os.path.exists(self.info_path) and not os.path.exists(self.events_path):
             raise SourceError(f"{run_dir} is not a scorch run folder (no run.json or events.jsonl in it)")
         self.follow = follow
-        self.gone = gone  # why a run still marked running is replayed: its process is gone
+        self.dead = dead  # why a run still marked running is replayed: it is dead
         self.label = self.run_dir
         self.commands_off = ("read-only: the run has no telemetry (following its events.jsonl)" if follow
-                             else "read-only: the run's process is gone" if gone
+                             else f"read-only: the run is dead ({dead})" if dead
                              else "replay: commands go to live runs only")
         self._started = False
         self._offset = 0
@@ -154,8 +170,8 @@ class ReplaySource(Source):
             info = read_json(self.info_path)
             if info:
                 items.append(RunInfo(info))
-            if self.gone:
-                items.append(ConnectionChanged(GONE, self.gone))
+            if self.dead:
+                items.append(ConnectionChanged(DEAD, self.dead))
             else:
                 items.append(ConnectionChanged(FOLLOWING if self.follow else REPLAY, self.events_path))
         if self._done:
@@ -222,33 +238,51 @@ class LiveSource(Source):
     heartbeat every second; when neither events nor heartbeats come for
     `quiet_after` seconds the source asks for a snapshot: an answer means all
     is well (and fills anything missed), no answer means reconnecting.
+
+    Dead or not: `dead` (a run folder on this host) says why the run cannot be
+    running ("" if it may be); it is asked when a heartbeat is PROBE_AFTER late,
+    so a killed job reads DEAD within a few seconds. From afar (`dead_after`),
+    no heartbeat for that long is DEAD. Either way the source keeps looking: a
+    resumed run (a new process, new ports in run.json) is followed again.
     """
 
     def __init__(self, connect: Callable[[], RunClient], label: str, commands_off: str = "",
-                 quiet_after: float = 3.0, retry_after: float = 1.0) -> None:
+                 quiet_after: float = 3.0, retry_after: float = 1.0, dead: Callable[[], str] | None = None,
+                 dead_after: float | None = None) -> None:
         super().__init__()
         self._connect = connect
         self.label = label
         self.commands_off = commands_off
         self.quiet_after = quiet_after
         self.retry_after = retry_after
+        self._why_dead = dead
+        self.dead_after = dead_after
         self._client: RunClient | None = None
         self._state = ""
         self._detail = ""
         self._ever_live = False
         self._ended = False
+        self._dead = ""  # why the run is dead, while it is
         self._next_try = 0.0
+        self._next_probe = 0.0
         self._heard = 0.0
+        self._beat = 0.0  # client.last_heartbeat of the last heartbeat handed out
         self.last_seq = 0
 
     @classmethod
     def from_run_dir(cls, run_dir: str, token: str | None = None, client_keys: tuple[bytes, bytes] | None = None,
                      **kwargs: Any) -> LiveSource:
-        """Watch the run in `run_dir` (endpoints from its run.json; token from .token unless given)."""
+        """Watch the run in `run_dir` (endpoints from its run.json; token from .token unless given).
+
+        Each connection reads run.json and .token afresh: a resumed run has new ports and a new token.
+        """
+        from scorch.run_folder import why_dead
         from scorch.telemetry.client import RunClient, read_token
 
-        token = token if token is not None else read_token(run_dir)
-        off = "" if token else f"read-only: no token (cannot read {os.path.join(run_dir, '.token')}; pass --token-file)"
+        found = token if token is not None else read_token(run_dir)
+        off = "" if found else f"read-only: no token (cannot read {os.path.join(run_dir, '.token')}; pass --token-file)"
+        info_path = os.path.join(run_dir, "run.json")
+        kwargs.setdefault("dead", lambda: why_dead(read_json(info_path)))
         return cls(lambda: RunClient.from_run_dir(run_dir, token=token, timeout=CLIENT_TIMEOUT, client_keys=client_keys),
                    os.path.abspath(run_dir), off, **kwargs)
 
@@ -260,6 +294,7 @@ class LiveSource(Source):
         from scorch.telemetry.client import RunClient
 
         off = "" if token else f"read-only: no token ({token_hint})"
+        kwargs.setdefault("dead_after", DEAD_AFTER)
         return cls(lambda: RunClient(control, publish, token=token, server_key=server_key, timeout=CLIENT_TIMEOUT,
                                      client_keys=client_keys),
                    label or control, off, **kwargs)
@@ -288,12 +323,14 @@ class LiveSource(Source):
             if client is not None:
                 client.close()
             self._next_try = time.monotonic() + self.retry_after
-            self._set(items, RECONNECTING if self._ever_live else CONNECTING, exc.message)
+            if not self._silent_too_long(items):
+                self._set(items, RECONNECTING if self._ever_live else CONNECTING, exc.message)
             return
         self._client = client
         self._ever_live = True
         self._heard = time.monotonic()
         self._set(items, LIVE, client.control)
+        self._pass_heartbeat(items, client)
         items.append(RunInfo({"state": snapshot.state}))
         self._take(items, [*snapshot.history, *([snapshot.run] if snapshot.run is not None else [])])
         self.last_seq = max(self.last_seq, snapshot.last_seq)
@@ -319,6 +356,43 @@ class LiveSource(Source):
         self._set(items, ENDED, "the run ended")
         self._drop_client()
 
+    # -- dead or alive ---------------------------------------------------------------------
+
+    def _probe(self, items: list[Item]) -> bool:
+        """While heartbeats are late, ask whether the run's process is gone; True while the run is dead."""
+        if self._why_dead is None:
+            return False
+        now = time.monotonic()
+        if (self._dead or now - self._heard > PROBE_AFTER) and now >= self._next_probe:
+            self._next_probe = now + PROBE_EVERY
+            why = self._why_dead()
+            if why:
+                self._drop_client()
+                self._set(items, DEAD, why)
+            elif self._dead:
+                self._next_try = 0.0  # a new process holds the run (a resume): connect to it now
+            self._dead = why
+        return bool(self._dead)
+
+    def _silent_too_long(self, items: list[Item]) -> bool:
+        """From afar: no heartbeat for `dead_after` seconds is DEAD (and the source keeps trying)."""
+        if self.dead_after is None or not self._ever_live or time.monotonic() - self._heard <= self.dead_after:
+            return False
+        self._set(items, DEAD, f"no heartbeat for more than {self.dead_after:.0f} s")
+        return True
+
+    def _pass_heartbeat(self, items: list[Item], client: RunClient) -> None:
+        """Hand on each new heartbeat's figures (age of the last step, phase), stamped with when it came."""
+        seen = getattr(client, "last_heartbeat", None)
+        if not seen or seen == self._beat:
+            return
+        self._beat = seen
+        beat = getattr(client, "heartbeat", None)
+        beat = beat if isinstance(beat, dict) else {}
+        age = beat.get("progress_age")
+        age = float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
+        items.append(HeartbeatSeen(age, str(beat.get("phase") or ""), time.time() - (time.monotonic() - seen)))
+
     # -- reading ---------------------------------------------------------------------------
 
     def _read(self, timeout: float) -> list[Item]:
@@ -326,6 +400,9 @@ class LiveSource(Source):
 
         items: list[Item] = []
         if self._ended:
+            time.sleep(timeout)
+            return items
+        if self._probe(items):
             time.sleep(timeout)
             return items
         if self._client is None:
@@ -345,7 +422,8 @@ class LiveSource(Source):
                 self._heard = time.monotonic()
                 self._take(items, [event], stream=True)
             self._heard = max(self._heard, getattr(client, "last_heartbeat", None) or 0.0)
-            if not self._ended and time.monotonic() - self._heard > self.quiet_after:
+            self._pass_heartbeat(items, client)
+            if not self._ended and time.monotonic() - self._heard > self.quiet_after and not self._probe(items):
                 snapshot = client.hello()  # quiet: is the run still there? (and catch up on anything missed)
                 self._heard = time.monotonic()
                 self._take(items, snapshot.history)
@@ -355,7 +433,8 @@ class LiveSource(Source):
         except ClientError as exc:
             self._drop_client()
             self._next_try = time.monotonic() + self.retry_after
-            self._set(items, RECONNECTING, exc.message)
+            if not self._silent_too_long(items):
+                self._set(items, RECONNECTING, exc.message)
         return items
 
     def _command(self, command: str, after_epoch: bool) -> CommandAck:

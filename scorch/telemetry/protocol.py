@@ -12,10 +12,15 @@ Encoding
 Wire (ZeroMQ)
     PUB socket: multipart ``[type, json]`` (both UTF-8), one message per event.
     Besides events it sends ``["heartbeat", {"type": "heartbeat", "v", "time",
-    "last_seq", "state"}]`` every second and at once to each new subscriber:
-    not an event (no ``seq``, not in events.jsonl; `decode` skips it), it lets
-    a subscriber know its subscription is live and notice lost events at the
-    tail of the stream.
+    "last_seq", "state", "progress_age", "phase"}]`` every second and at once to
+    each new subscriber: not an event (no ``seq``, not in events.jsonl; `decode`
+    skips it), it lets a subscriber know its subscription is live and notice
+    lost events at the tail of the stream. ``progress_age`` is the seconds since
+    rank 0's last training step or evaluation batch, ``phase`` what rank 0 is
+    doing: starting, training, validating, testing, checkpointing, or "waiting
+    for other ranks" (progress overdue inside a collective). Both are absent
+    from a publisher that has no trainer behind it. Readers call a run STALLED
+    when ``progress_age`` passes max(10 s, 5x the usual step time).
     ROUTER socket: a client (DEALER/REQ) sends one JSON request frame and gets
     one JSON reply frame:
 

@@ -299,8 +299,10 @@ class Publisher(Callback):
     """
 
     def __init__(self, run: RunFolder, control: Control | None = None, emit: Callable[[Event], None] | None = None,
-                 bind: str = "127.0.0.1:0", curve_keys: str = "", queue_size: int = QUEUE_SIZE) -> None:
+                 bind: str = "127.0.0.1:0", curve_keys: str = "", queue_size: int = QUEUE_SIZE,
+                 progress: Callable[[], tuple[float, str]] | None = None) -> None:
         self.run = run
+        self.progress = progress  # (seconds since the last step, phase) for the heartbeat; called on this thread
         self.control = control
         self._emit = emit
         self._queue: deque[Event] = deque()
@@ -476,8 +478,15 @@ class Publisher(Callback):
 
     def _heartbeat(self) -> None:
         """Not an event (no seq, not logged): the newest seq, so subscribers notice a lost last event."""
-        body = json.dumps({"type": HEARTBEAT, "v": SCHEMA_VERSION, "time": time.time(), "last_seq": self.history.last_seq,
-                           "state": self.history.state})
+        beat: dict[str, Any] = {"type": HEARTBEAT, "v": SCHEMA_VERSION, "time": time.time(),
+                                "last_seq": self.history.last_seq, "state": self.history.state}
+        if self.progress is not None:
+            try:
+                age, phase = self.progress()
+                beat["progress_age"], beat["phase"] = round(age, 3), phase
+            except Exception:  # noqa: BLE001 - a heartbeat without the figures beats no heartbeat
+                pass
+        body = json.dumps(beat)
         try:
             self.pub.send_multipart([HEARTBEAT.encode(), body.encode()], zmq.NOBLOCK)
         except zmq.Again:

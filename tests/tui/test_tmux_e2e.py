@@ -1,6 +1,8 @@
 """End to end: a real training job, the real dashboard in a real terminal (tmux), real keys.
 
 Press c and the checkpoint lands on disk; press q and the dashboard goes while the job trains on.
+A job killed with SIGKILL reads DEAD (never RECONNECTING RUNNING); a rank stopped with SIGSTOP
+reads STALLED, and LIVE again after SIGCONT.
 """
 
 from __future__ import annotations
@@ -8,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from tui_helpers import ROOT, train_args
 
@@ -51,10 +55,13 @@ class Tmux:
         out = self.run("display-message", "-p", "-t", self.session, "#{pane_dead}", check=False).stdout.strip()
         return out == "1"
 
-    def wait_for(self, predicate, what: str, timeout: float = 60.0) -> str:  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate, what: str, timeout: float = 60.0, seen: list | None = None) -> str:  # type: ignore[no-untyped-def]
+        """The first screen that satisfies `predicate`; every screen looked at goes into `seen`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.screen()
+            if seen is not None:
+                seen.append(text)
             if predicate(text):
                 return text
             time.sleep(0.2)
@@ -127,3 +134,136 @@ def test_c_checkpoints_a_real_job_and_q_leaves_it_running(tmp_path: Path):
             job.stderr.close()
     assert json.loads((run_dir / "run.json").read_text())["state"] == "preempted"
     assert os.path.exists(run_dir / "checkpoints" / "last.pt")
+
+
+def wait_endpoints(run_dir: Path, job: subprocess.Popen, timeout: float = 180) -> dict:
+    """run.json once the job's telemetry endpoints are in it (the job has built its model and data)."""
+    info_path = run_dir / "run.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert job.poll() is None, "the job ended before it started publishing"
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if "telemetry" in info:
+            return info
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for run.json endpoints")
+
+
+def header(screen: str) -> str:
+    return screen.splitlines()[0] if screen else ""
+
+
+def end_job(job: subprocess.Popen) -> None:
+    """SIGTERM the job's whole session (a cluster's way), SIGKILL whatever is left; reap it."""
+    for sig, wait in ((signal.SIGTERM, 120), (signal.SIGKILL, 30)):
+        if job.poll() is not None:
+            break
+        try:
+            os.killpg(job.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            job.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+    if job.poll() is None:
+        job.wait()
+
+
+def test_kill_9_reads_dead_with_the_reason_and_a_fresh_open_and_the_picker_agree(tmp_path: Path):
+    # GIVEN a real job training for a long while, watched live in a real terminal
+    run_dir = tmp_path / "digits-killed"
+    job = subprocess.Popen(train_args(run_dir, "--epochs", "1000", "--no-tensorboard"), cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    tmux = Tmux(100, 30)
+    again = picker = None
+    try:
+        info = wait_endpoints(run_dir, job)
+        assert info["pid"] == job.pid
+        tmux.start([sys.executable, "-m", "scorch_tui", str(run_dir)])
+        tmux.wait_for(lambda s: " LIVE " in header(s) and "RUNNING" in header(s) and "samples/s" in s,
+                      "the dashboard to go live", timeout=120)
+        # WHEN the job is killed with SIGKILL (not reaped yet: its parent, this test, is busy watching)
+        os.kill(job.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        seen: list[str] = []
+        screen = tmux.wait_for(lambda s: " DEAD " in header(s), "DEAD on screen", timeout=60, seen=seen)
+        took = time.monotonic() - killed
+        print(f"DEAD on screen {took:.1f} s after kill -9")
+        # THEN the header says DEAD and why, and it never claimed RECONNECTING RUNNING on the way
+        assert f"process {job.pid} is gone" in header(screen), header(screen)
+        assert not any("RECONNECTING" in header(s) for s in seen), [header(s) for s in seen]
+        # AND nothing on screen looks live: no ETA, no speed, no commands
+        assert "ETA" not in header(screen) and "samples/s" not in screen and "it/s" not in screen
+        assert "no commands" in screen
+        job.wait()
+        # AND a fresh open says the same
+        again = Tmux(100, 30)
+        again.start([sys.executable, "-m", "scorch_tui", str(run_dir)])
+        fresh = again.wait_for(lambda s: " DEAD " in header(s), "DEAD on a fresh open", timeout=60)
+        assert f"process {job.pid} is gone" in header(fresh) and "ETA" not in header(fresh), header(fresh)
+        assert "RUNNING" not in header(fresh)
+        # AND so does the picker of the folder
+        picker = Tmux(140, 20)
+        picker.start([sys.executable, "-m", "scorch_tui", str(tmp_path)])
+        listed = picker.wait_for(lambda s: "digits-killed" in s, "the run in the picker", timeout=60)
+        row = next(line for line in listed.splitlines() if "digits-killed" in line)
+        assert " dead " in row and f"process {job.pid} is gone" in row, row
+    finally:
+        for t in (tmux, again, picker):
+            if t is not None:
+                t.close()
+        end_job(job)
+
+
+def rank_process(launcher: subprocess.Popen, rank: int) -> psutil.Process:
+    """The scorch-train process of `rank` under torchrun (it sets RANK for each worker)."""
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "scorch.cli" in child.cmdline():
+                return child
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no rank {rank} among the job's processes")
+
+
+def test_sigstop_of_rank_1_reads_stalled_and_sigcont_live_again(tmp_path: Path):
+    # GIVEN a real 2-rank torchrun job (gloo), watched live
+    run_dir = tmp_path / "digits-two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scorch.cli",
+           *train_args(run_dir, "--epochs", "1000", "--no-tensorboard")[3:]]
+    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    tmux = Tmux(100, 30)
+    stopped = None
+    try:
+        wait_endpoints(run_dir, job)
+        tmux.start([sys.executable, "-m", "scorch_tui", str(run_dir)])
+        tmux.wait_for(lambda s: " LIVE " in header(s) and "RUNNING" in header(s) and "2 ranks" in header(s)
+                      and "samples/s" in s, "the dashboard to go live", timeout=120)
+        # WHEN rank 1 is stopped with SIGSTOP
+        stopped = rank_process(job, 1)
+        stopped.send_signal(signal.SIGSTOP)
+        paused = time.monotonic()
+        screen = tmux.wait_for(lambda s: " STALLED " in header(s), "STALLED on screen", timeout=90)
+        print(f"STALLED on screen {time.monotonic() - paused:.1f} s after SIGSTOP of rank 1")
+        # THEN the header says STALLED with the age of the last step, rank 0 waiting for the others, no ETA
+        assert "no step for 00:00:" in header(screen), header(screen)
+        screen = tmux.wait_for(lambda s: "waiting for other ranks" in header(s), "the phase in the header", timeout=30)
+        assert "ETA" not in header(screen) and "samples/s" not in screen, screen
+        # WHEN rank 1 goes on
+        stopped.send_signal(signal.SIGCONT)
+        stopped = None
+        # THEN the dashboard is LIVE again, with its speed and ETA back
+        screen = tmux.wait_for(lambda s: " LIVE " in header(s) and "ETA" in header(s) and "samples/s" in s,
+                               "LIVE again", timeout=90)
+        assert "STALLED" not in header(screen)
+    finally:
+        if stopped is not None:
+            stopped.send_signal(signal.SIGCONT)
+        tmux.close()
+        end_job(job)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from scorch_tui import ssh as ssh_module
 from scorch_tui.cli import Plan, endpoint_source, run_dir_source, ssh_plan, tui_main
-from scorch_tui.sources import FOLLOWING, GONE, LIVE, CommandAck, ConnectionChanged, LiveSource, ReplaySource, SourceError
+from scorch_tui.sources import DEAD, FOLLOWING, LIVE, CommandAck, ConnectionChanged, LiveSource, ReplaySource, SourceError
 from scorch_tui.ssh import Ssh, parse_endpoint, remote_path
 from tui_helpers import FakeJob, ScriptedRun
 
@@ -127,7 +127,7 @@ def test_a_running_run_whose_process_is_gone_is_replayed_and_says_so(tmp_path):
     dead.wait()
     source = run_dir_source(str(make_run(tmp_path / "r", state="running", pid=dead.pid)), None, False, None)
     assert isinstance(source, ReplaySource)
-    assert first_state(source) == GONE
+    assert first_state(source) == DEAD
 
 
 def test_a_running_run_without_telemetry_is_followed(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from scorch_tui.app import ScorchApp
 from scorch_tui.runs import RunEntry
-from scorch_tui.sources import ConnectionChanged, ScriptedSource
+from scorch_tui.sources import ConnectionChanged, HeartbeatSeen, ScriptedSource
 from tui_helpers import ScriptedRun, settle
 
 LIVE = ConnectionChanged("live", "tcp://127.0.0.1:5556")
@@ -39,6 +39,20 @@ def test_read_only_and_reconnecting_at_80x24(snap_compare):
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
 
 
+def test_stalled_at_80x24(snap_compare):
+    """Rank 0 has waited 14 s for another rank: STALLED with the age and the phase, no speed, no ETA."""
+    app, source = live_run()
+    source.feed(HeartbeatSeen(14.0, "waiting for other ranks", app.clock()))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def test_dead_at_80x24(snap_compare):
+    """The run's process is gone: DEAD with the reason, the clock stopped, commands off."""
+    app, source = live_run()
+    source.connection("dead", "process 4242 is gone (killed or crashed)")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
 def test_stop_asks_first_at_80x24(snap_compare):
     app, _ = live_run()
 
@@ -65,7 +79,8 @@ def test_run_picker_at_80x24(snap_compare):
         RunEntry("/runs/b", "20240102-093000-resnet", "running", "live", 5, 10, "main 0.62 @4", 2.0, True),
         RunEntry("/runs/a", "20240101-120000-resnet", "early_stopped", "finished", 6, 10, "main 0.7 @5", 1.0, True),
         RunEntry("/runs/c", "20231231-180000-mlp", "failed", "finished", 1, 30, "", 0.5, True),
-        RunEntry("/runs/d", "20231230-080000-mlp", "running", "gone", 3, 30, "main 0.31 @3", 0.2, False),
+        RunEntry("/runs/d", "20231230-080000-mlp", "running", "dead", 3, 30, "main 0.31 @3", 0.2, False,
+                 "process 4242 is gone (killed or crashed)"),
     ]
     app = ScorchApp(runs_folder="runs", lister=lambda folder: entries, refresh_list=False)
     assert snap_compare(app, terminal_size=(80, 24))

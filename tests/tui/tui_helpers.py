@@ -153,7 +153,7 @@ def items_of(*groups: list[Event]) -> Iterator[Event]:
 class FakeJob:
     """The parts of a trainer the publisher needs: numbered events into events.jsonl and the stream."""
 
-    def __init__(self, run_dir: Path, seq: int = 0, bind: str = "127.0.0.1:0") -> None:
+    def __init__(self, run_dir: Path, seq: int = 0, bind: str = "127.0.0.1:0", progress=None) -> None:  # type: ignore[no-untyped-def]
         self.folder = RunFolder(str(run_dir))
         self.folder.create(reuse=True)
         self.folder.write_info(name=run_dir.name, state="running", pid=os.getpid(), hosts=[os.uname().nodename])
@@ -161,7 +161,7 @@ class FakeJob:
         self.lock = threading.Lock()
         self.seq = seq
         self.log = JsonlLog(self.folder.events_path)
-        self.publisher = Publisher(self.folder, self.control, self.emit, bind=bind)
+        self.publisher = Publisher(self.folder, self.control, self.emit, bind=bind, progress=progress)
 
     def emit(self, event: Event) -> None:
         with self.lock:

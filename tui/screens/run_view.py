@@ -42,7 +42,7 @@ class RunScreen(Screen):
         self.model = RunModel(clock)
         self.can_go_back = can_go_back
         self.reader = SourceReader(source, self._deliver)
-        self._drawn = -1
+        self._drawn: tuple[int, str] | None = None
         self._clock_drawn = 0.0
         self._commands_ok: bool | None = None
 
@@ -86,8 +86,9 @@ class RunScreen(Screen):
         model = self.model
         now = time.monotonic()
         tick = model.watching_live and now - self._clock_drawn >= CLOCK_SECONDS
-        if model.version != self._drawn or force:
-            self._drawn = model.version
+        drawn = (model.version, model.liveness())  # time alone turns LIVE into STALLED: every panel follows
+        if drawn != self._drawn or force:
+            self._drawn = drawn
             self.query_one(ProgressPanel).show(model)
             self.query_one(ChartGrid).show(model)
             self.query_one(MetricsTable).show(model)

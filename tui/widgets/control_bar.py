@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from scorch_tui.model import RunModel
-from scorch_tui.sources import CONNECTING, RECONNECTING
+from scorch_tui.sources import CONNECTING, DEAD, ERROR, RECONNECTING
 from textual.widgets import Static
 
 
@@ -28,6 +28,8 @@ class ControlBar(Static):
             text.append(commands_off, style="yellow")
         elif model.state != "running":
             text.append("⊘ the run has ended: no commands", style="yellow")
+        elif model.connection in (DEAD, ERROR):
+            text.append("⊘ no commands: the run is not there to take them", style="yellow")
         elif model.connection in (CONNECTING, RECONNECTING):
             text.append(f"… {model.connection}: ", style="bold yellow")
             text.append(model.connection_detail or "waiting for the run", style="yellow")

@@ -8,6 +8,8 @@ from scorch_tui.model import RunModel
 from textual.widgets import Static
 
 LABEL = 14  # "Epoch  12/100 " and "Step  120/500 " line up
+# Phases of rank 0 (from the heartbeat) in which no training step comes, and what the step line says instead.
+BETWEEN_STEPS = {"validating": "Validating", "testing": "Testing", "checkpointing": "Checkpointing"}
 
 
 class ProgressPanel(Static):
@@ -31,12 +33,14 @@ class ProgressPanel(Static):
             epoch_tail.append("  gnorm ", style="dim")
             epoch_tail.append(value(model.grad_norm, 2))
         step_tail = Text(f" {step_fraction * 100:3.0f}%")
-        step_tail.append(f"  {rate(model.rate)}")
-        step_tail.append(" samples/s", style="dim")
-        sps = model.steps_per_second()
-        if sps:
-            step_tail.append(f"  {value(sps, 3)}")
-            step_tail.append(" it/s", style="dim")
+        between = model.phase in BETWEEN_STEPS
+        if model.looks_live and not between:  # an ended, dead or stalled run has no speed to show
+            step_tail.append(f"  {rate(model.rate)}")
+            step_tail.append(" samples/s", style="dim")
+            sps = model.steps_per_second()
+            if sps:
+                step_tail.append(f"  {value(sps, 3)}")
+                step_tail.append(" it/s", style="dim")
         tail = max(epoch_tail.cell_len, step_tail.cell_len)
         bar_width = max(4, width - LABEL - tail)
 
@@ -45,7 +49,10 @@ class ProgressPanel(Static):
         text.append_text(bar(epoch_fraction, bar_width, "green"))
         text.append_text(epoch_tail)
         text.append("\n")
-        text.append(f"Step {model.epoch_step:>4}/{steps or '?'}".ljust(LABEL), style="bold")
+        if between:  # between epochs rank 0 validates or saves: say so rather than "Step 0/23"
+            text.append(BETWEEN_STEPS[model.phase].ljust(LABEL), style="bold yellow")
+        else:
+            text.append(f"Step {model.epoch_step:>4}/{steps or '?'}".ljust(LABEL), style="bold")
         text.append_text(bar(step_fraction, bar_width, "cyan"))
         text.append_text(step_tail)
         self.update(text)

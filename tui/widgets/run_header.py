@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.text import Text
 from scorch_tui.formatting import duration, state_label
-from scorch_tui.model import RunModel
+from scorch_tui.model import STALLED, RunModel
+from scorch_tui.sources import DEAD, RECONNECTING
 from textual.widgets import Static
 
 
@@ -19,17 +20,15 @@ class RunHeader(Static):
         right = Text(no_wrap=True)
         right.append("  elapsed ", style="dim")
         right.append(duration(model.elapsed()))
-        if model.state == "running":
+        if model.looks_live:
             right.append("  ETA ", style="dim")
             right.append(duration(model.eta()))
         room = max(10, width - right.cell_len)
         hosts = ", ".join(dict.fromkeys(model.hosts))
         ranks = f"{model.world_size} rank{'s' if model.world_size != 1 else ''}"
+        lead = self.lead(model)
         for where in (f"  {ranks} on {hosts}" if hosts else f"  {ranks}", f"  {ranks}", ""):
-            left = Text(no_wrap=True)
-            left.append_text(state_label(model.connection))
-            left.append(" ")
-            left.append_text(state_label(model.state))
+            left = lead.copy()
             left.append("  ")
             left.append(model.name or "(unnamed run)", style="bold")
             left.append(where, style="dim")
@@ -37,6 +36,28 @@ class RunHeader(Static):
                 break
         left.truncate(room, overflow="ellipsis", pad=True)
         self.update(left + right)
+
+    @staticmethod
+    def lead(model: RunModel) -> Text:
+        """The state, first and in words: LIVE RUNNING, STALLED with the age of the last step and rank 0's phase,
+        DEAD with the reason, RECONNECTING with how long since the run was last heard."""
+        shown = model.liveness()
+        lead = Text(no_wrap=True)
+        lead.append_text(state_label(shown))
+        lead.append(" ")
+        if shown == STALLED:
+            lead.append(f"no step for {duration(model.progress_age())}", style="bold dark_orange")
+            if model.phase and model.phase != "training":
+                lead.append(f" ({model.phase})", style="dark_orange")
+            if model.connection == RECONNECTING and model.last_heard() is not None:  # rank 0 itself is silent
+                lead.append(f", silent for {duration(model.last_heard())}", style="yellow")
+        elif shown == DEAD:
+            lead.append(model.connection_detail or "the run's process is gone", style="bold red")
+        elif shown == RECONNECTING and model.state == "running" and model.last_heard() is not None:
+            lead.append(f"last heard {duration(model.last_heard())} ago", style="yellow")
+        else:
+            lead.append_text(state_label(model.state))
+        return lead
 
     def on_resize(self) -> None:
         model = getattr(self.screen, "model", None)

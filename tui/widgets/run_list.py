@@ -8,7 +8,7 @@ from scorch_tui.runs import RunEntry
 from textual.widgets import DataTable
 
 LIVENESS = {"live": ("● live", "bold green"), "finished": ("finished", "dim"),
-            "gone": ("process gone", "bold red"), "elsewhere": ("on another host", "yellow")}
+            "dead": ("dead", "bold red"), "elsewhere": ("on another host", "yellow")}
 
 
 class RunList(DataTable):
@@ -37,5 +37,7 @@ def row(entry: RunEntry) -> tuple[Text, Text, str, str, Text]:
     label, style = STATE_STYLES.get(entry.state, (entry.state, ""))
     style = style.replace("black on ", "").replace("white on ", "")
     live_label, live_style = LIVENESS.get(entry.liveness, (entry.liveness, ""))
+    if entry.liveness == "dead":  # run.json still says running; the list says what the run view will say
+        label, style, live_label = "DEAD", "bold red", entry.dead_reason or live_label
     epoch = f"{entry.epochs_done}/{entry.epochs}" if entry.epochs else str(entry.epochs_done)
     return Text(entry.name, style="bold"), Text(label.lower(), style=style), epoch, entry.best or "-", Text(live_label, style=live_style)

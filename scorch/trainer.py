@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, default_collate
 
 from scorch import checkpoint as ckpt
-from scorch import user_code
+from scorch import data, user_code
 from scorch.callbacks import Callback
 from scorch.callbacks.early_stopping import Monitor
 from scorch.config import TrainConfig
@@ -164,7 +164,9 @@ def _to_device(items: list, device: torch.device) -> list:
 
 
 def _to_host(items: list) -> list:
-    return [x.cpu() if isinstance(x, torch.Tensor) else x for x in items]
+    """Tensors, and the per-sample tensors of a variable-length column, on the host."""
+    return [x.cpu() if isinstance(x, torch.Tensor) else [y.cpu() if isinstance(y, torch.Tensor) else y for y in x]
+            if isinstance(x, list) else x for x in items]
 
 
 class Trainer:
@@ -236,7 +238,9 @@ class Trainer:
 
     def _loader(self, dataset: Any, sampler: Sampler) -> DataLoader:
         workers = self.config.workers
-        return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+        # The DataSet's own collate_fn, else scorch's (looked up now: bench/overhead.py swaps in torch's).
+        collate_fn = user_code.own_collate(dataset, self.config.dataset) or data.collate_for(dataset, collate)
+        return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_fn,
                           pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
                           generator=torch.Generator().manual_seed(self.config.seed))
 
@@ -426,13 +430,13 @@ class Trainer:
             inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
             outputs = self.network(inputs)
             user_code.check_outputs(outputs, self.model.path)
-            n = len(targets[0]) if targets and hasattr(targets[0], "__len__") else 1
+            n = data.batch_length(inputs, targets)
             loss_sum += float(self.socket.criterion(outputs, targets)) * n
             count += n
             all_outputs.append([o.detach() for o in outputs])
             all_targets.append(targets)
-        outputs = [torch.cat(parts) for parts in zip(*all_outputs)]
-        targets = [torch.cat(parts) if isinstance(parts[0], torch.Tensor) else sum(parts, []) for parts in zip(*all_targets)]
+        outputs = [data.join(parts) for parts in zip(*all_outputs)]
+        targets = [data.join(parts) for parts in zip(*all_targets)]
         if self.dist.size > 1:  # every rank's share, back in dataset order: every rank computes the whole set's metrics
             outputs, targets, loss_sum, count = self._gather_whole_set(loader.sampler, outputs, targets, loss_sum, count)
         # Socket.metrics gets host tensors, as on a CPU: the 2018 metrics call .numpy(); one copy an epoch.
@@ -555,11 +559,9 @@ class Trainer:
         shares = [share for share in pooled if share[0]]
         order = torch.tensor([i for share in shares for i in share[0]]).argsort()
 
-        def whole(parts: tuple) -> Any:
-            if isinstance(parts[0], torch.Tensor):
-                return torch.cat(parts)[order]
-            flat = [x for part in parts for x in part]
-            return [flat[i] for i in order.tolist()]
+        def whole(parts: tuple) -> Any:  # one tensor if every rank's share concatenates, else one value per sample
+            joined = data.join(list(parts))
+            return joined[order] if isinstance(joined, torch.Tensor) else [joined[i] for i in order.tolist()]
 
         return ([whole(parts) for parts in zip(*(share[1] for share in shares))],
                 [whole(parts) for parts in zip(*(share[2] for share in shares))],
@@ -734,7 +736,7 @@ class Trainer:
                 size = loader.batch_size
                 indices = list(loader.sampler)[done * size : (done + 1) * size]
                 raise user_code.explain_batch_failure(exc, loader.dataset, indices, self.config.dataset, mode) from exc
-            yield batch
+            yield data.as_inputs_targets(batch)
             done += 1
 
     def _steps_in_epoch(self) -> int:

@@ -199,19 +199,67 @@ def load_datasets(path: str, dataset_path: str, dataset_args: dict) -> dict[str,
         if mode == "train" and n == 0:
             raise ScorchError(f"{path}: the train DataSet is empty (len 0); check --dataset-path {dataset_path}")
         if n:
-            check_item(call_user(f"reading item 0 of the {mode} DataSet from {path}", ds.__getitem__, 0), path, mode, 0)
+            item = call_user(f"reading item 0 of the {mode} DataSet from {path}", ds.__getitem__, 0)
+            own = own_collate(ds, path)
+            if own is None:
+                check_item(item, path, mode, 0)
+            else:  # items are the DataSet's business; what its collate_fn makes of them is checked instead
+                check_batch(call_user(f"calling DataSet.collate_fn on item 0 of the {mode} set from {path}", own, [item]),
+                            path, mode)
         datasets[mode] = ds
     return datasets
 
 
+def own_collate(dataset: Any, path: str) -> Any:
+    """The DataSet's own `collate_fn` (a list of items -> (inputs, targets)), or None to use scorch's."""
+    own = getattr(dataset, "collate_fn", None)
+    if own is not None and not callable(own):
+        raise ScorchError(f"{path}: DataSet.collate_fn must be a function of a list of items, found {_kind(own)}")
+    return own
+
+
 def check_item(item: Any, path: str, mode: str, index: int) -> None:
-    """A dataset item must be (inputs, targets): two lists of tensors/arrays/numbers."""
+    """An item is (inputs, targets), two lists of tensors/arrays/numbers; also (inputs, targets, ids) as in the
+    late-2018 templates (the ids are the DataSet's own, not used); test items may leave the targets out."""
     where = f"{path}: DataSet.__getitem__({index}) in mode {mode!r}"
-    if not isinstance(item, (list, tuple)) or len(item) != 2:
-        raise ScorchError(f"{where} must return (inputs, targets), two lists; found {_kind(item)}")
+    if isinstance(item, dict):
+        raise ScorchError(
+            f"{where} returned a dict (keys {', '.join(map(repr, list(item)[:6]))}); scorch expects (inputs, targets), "
+            f"two lists in the order Network.forward and Socket.criterion take them: return e.g. [item[{list(item)[0]!r}]], "
+            "[item[...]], or give DataSet a collate_fn(items) that turns a list of such dicts into (inputs, targets)")
+    if mode == "test" and without_targets(item):
+        return
+    if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
+        test = "; a test item without targets may be [inputs] or (inputs, None)" if mode == "test" else ""
+        raise ScorchError(f"{where} must return (inputs, targets), two lists; found {_kind(item)}{test}")
     for name, part in zip(("inputs", "targets"), item):
         if not isinstance(part, (list, tuple)):
             raise ScorchError(f"{where} must return {name} as a list (of tensors), found {_kind(part)}; wrap it: [{name[:-1]}]")
+
+
+def without_targets(item: Any) -> bool:
+    """A test item with inputs only: a list of tensors `[x1, x2]`, `(inputs,)` or `(inputs, None)`."""
+    if not isinstance(item, (list, tuple)) or not item:
+        return False
+    if isinstance(item, list) and not any(isinstance(part, (list, tuple, dict)) for part in item):
+        return True  # [x1, x2]
+    return isinstance(item[0], (list, tuple)) and (len(item) == 1 or (len(item) == 2 and item[1] is None))
+
+
+def as_pair(item: Any) -> tuple:
+    """Any accepted item as (inputs, targets): ids dropped, missing targets an empty list."""
+    if isinstance(item, (list, tuple)) and len(item) >= 2 and isinstance(item[0], (list, tuple)) and item[1] is not None:
+        return item[0], item[1]
+    if isinstance(item, list) and not (item and isinstance(item[0], (list, tuple))):
+        return item, []
+    return item[0], []
+
+
+def check_batch(batch: Any, path: str, mode: str) -> None:
+    """What DataSet.collate_fn returns: (inputs, targets) lists, or (inputs,) for a test set."""
+    if not isinstance(batch, (list, tuple)) or not 1 <= len(batch) <= 3 or not all(isinstance(p, (list, tuple)) for p in batch[:2]):
+        raise ScorchError(f"{path}: DataSet.collate_fn in mode {mode!r} must return (inputs, targets), two lists of batched "
+                          f"tensors; found {_kind(batch)}")
 
 
 def check_outputs(outputs: Any, path: str) -> None:
@@ -248,6 +296,7 @@ def explain_batch_failure(exc: BaseException, dataset: Any, indices: list[int], 
     """Why a batch of the `mode` set could not be loaded, found by reading its items here, one by one."""
     from torch.utils.data import default_collate
 
+    own = own_collate(dataset, path)
     items = []
     for index in indices:
         try:
@@ -257,19 +306,27 @@ def explain_batch_failure(exc: BaseException, dataset: Any, indices: list[int], 
                 f"{path}: DataSet.__getitem__({index}) in mode {mode!r} raised {type(item_exc).__name__}: {item_exc}",
                 user_traceback(item_exc),
             )
-        check_item(item, path, mode, index)
+        if own is None:
+            check_item(item, path, mode, index)
         items.append((index, item))
+    if own is not None:
+        try:
+            own([item for _, item in items])
+        except Exception as collate_exc:  # noqa: BLE001
+            return UserCodeError(f"{path}: DataSet.collate_fn raised {type(collate_exc).__name__} on the {mode} set's items "
+                                 f"{indices[:4]}: {collate_exc}", user_traceback(collate_exc))
     try:
-        default_collate([item for _, item in items])
+        if own is None:
+            default_collate([as_pair(item) for _, item in items])
     except Exception as collate_exc:  # noqa: BLE001
         first_index, first = items[0]
         for index, item in items[1:]:
-            for name, a, b in zip(("inputs", "targets"), first, item):
+            for name, a, b in zip(("inputs", "targets"), as_pair(first), as_pair(item)):
                 if len(a) != len(b) or _shapes(a) != _shapes(b):
                     return ScorchError(
                         f"{path}: the {mode} set's items cannot be batched: item {index} has {name} {_shapes(b)} but item "
                         f"{first_index} has {_shapes(a)}; DataSet.__getitem__ must return the same shapes for every item "
-                        "(resize or pad them)"
+                        "(resize or pad them), or DataSet needs a collate_fn(items) that pads each batch"
                     )
         return ScorchError(f"{path}: the {mode} set's items {indices[:4]}... cannot be batched: {collate_exc}")
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,4 +1,4 @@
-"""Gradient clipping across ranks: after the average, so 2 ranks of 16 clip like 1 rank of 32."""
+"""Real models on 2 ranks: clipping after the gradient average; variable-length validation outputs gathered whole."""
 
 from __future__ import annotations
 
@@ -76,3 +76,32 @@ def test_two_ranks_clip_the_averaged_gradient_like_one_rank(one_rank_clipped, tm
     # AND rank 0's step events carry the norm before clipping
     norms = [e["grad_norm"] for e in read_events(run_dir) if e["type"] == "step"]
     assert norms and all(n > 0.05 for n in norms)
+
+
+def test_two_ranks_validate_variable_length_outputs_over_the_whole_set(tmp_path):
+    # GIVEN the LSTM tagger on sequences of different lengths, padded per batch by DataSet.collate_fn, on 2 ranks
+    from test_data import SEQUENCES, TAGGER
+
+    (tmp_path / "model.py").write_text(TAGGER.replace("Socket.seen.append", "print('metrics saw', len(outputs[0]), flush=True) or Socket.seen.append"))
+    (tmp_path / "dataset.py").write_text(SEQUENCES)
+    run_dir = tmp_path / "run"
+    code, out = launch(torchrun("--model", str(tmp_path / "model.py"), "--dataset", str(tmp_path / "dataset.py"),
+                                "--dataset-path", str(tmp_path), "--dataset-args", '{"pad": true}', "--batch-size", "4",
+                                "--epochs", "1", "--seed", "1", "--headless", "--no-telemetry", "--no-tensorboard",
+                                "--run-dir", str(run_dir)))
+    assert code == 0, out[-3000:]
+    # THEN Socket.metrics saw all 30 validation sequences once (one tensor each), and counted every token
+    assert "metrics saw 30" in out
+    tokens = [e["metrics"]["tokens"] for e in read_events(run_dir) if e["type"] == "epoch_end"]
+    assert tokens == [expected_valid_tokens()]
+
+
+def expected_valid_tokens() -> int:
+    """Tokens of the 30 validation sequences, built as the dataset file builds them."""
+    import types
+
+    from test_data import SEQUENCES
+
+    module = types.ModuleType("sequences")
+    exec(SEQUENCES, module.__dict__)
+    return sum(len(s) for s in module.DataSetIndex(".").sequences[80:110])

@@ -74,7 +74,9 @@ class TrainConfig:
 
     # What counts as better, and when to give up.
     monitor: str = opt("main", "metric that decides best.pt and early stopping")
-    mode: str = opt("max", "whether a larger or smaller monitored metric is better", choices=("max", "min"))
+    mode: str = opt("auto", "whether a larger or smaller monitored metric is better; auto: smaller for a name that reads "
+                    "as a loss or an error (loss, error, mse, mae, perplexity, nll, ...), else larger",
+                    choices=("auto", "max", "min"))
     early_stop_patience: int = opt(0, "stop after N epochs without improvement (0: never)")
     min_delta: float = opt(0.0, "smallest change of the monitored metric that counts as improvement")
     on_save_error: str = opt("stop", "when a checkpoint cannot be written (disk full, no permission): stop, or continue without it",

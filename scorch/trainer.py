@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 from scorch import checkpoint as ckpt
 from scorch import data, user_code
 from scorch.callbacks import Callback
-from scorch.callbacks.early_stopping import Monitor
+from scorch.callbacks.early_stopping import Monitor, better_mode
 from scorch.config import TrainConfig
 from scorch.dist import Single, scale_learning_rate, share_from_rank_zero
 from scorch.errors import NonFiniteLoss, ScorchError
@@ -95,12 +95,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_float(value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        return float(value.detach().float().mean().item()) if value.numel() else float("nan")
-    return float(value)
 
 
 class _NoScaler:
@@ -206,6 +200,7 @@ class Trainer:
         self.stop_reason = ""
         self.stop_after_epoch = False
         self.resumed_from: str | None = None
+        self.notices: list[str] = []  # what the user should hear at the start: choices made for them
         self._checked_first_batch = False
         self._last_metrics: dict = {}
         self.hosts: list[str] = [os.uname().nodename]
@@ -281,6 +276,8 @@ class Trainer:
             self.watchdog = StallWatchdog(self, cfg.stall_timeout)
             self.watchdog.start()
         try:
+            for notice in self.notices:
+                self.log(notice, level="info")
             if self.schedule.warning:
                 self.log(self.schedule.warning)
             self.schedule.check_length(cfg.epochs, self._steps_in_epoch() // cfg.accumulate)
@@ -295,6 +292,9 @@ class Trainer:
                 train_metrics = self.evaluate("train", cfg.max_valid_iterations) if cfg.validate_on_train else {}
                 value = metrics.get(cfg.monitor, float("nan"))
                 improved = self.monitor.update(value, self.epoch)
+                if math.isnan(value):  # never "best": say so rather than keep quiet about a missing best.pt
+                    kept = f"best.pt stays at epoch {self.monitor.best_epoch + 1}" if self.monitor.best_epoch >= 0 else "no best.pt yet"
+                    self.log(f"epoch {self.epoch + 1}: the monitored {cfg.monitor} is NaN; it counts as no improvement ({kept})")
                 lr = self._lr()  # the rate this epoch trained at, before the scheduler moves it on
                 self.schedule.after_epoch(metrics)
                 # Test inference feeds Socket.process (TensorBoard images and texts).
@@ -441,8 +441,7 @@ class Trainer:
             outputs, targets, loss_sum, count = self._gather_whole_set(loader.sampler, outputs, targets, loss_sum, count)
         # Socket.metrics gets host tensors, as on a CPU: the 2018 metrics call .numpy(); one copy an epoch.
         metrics = self.socket.metrics(_to_host(outputs), _to_host(targets))
-        user_code.check_metrics(metrics, self.model.path)
-        result = {name: _to_float(value) for name, value in metrics.items()}
+        result = user_code.metric_values(metrics, self.model.path)
         result.setdefault("loss", loss_sum / max(1, count))
         if self.config.monitor not in result:
             raise ScorchError(f"--monitor {self.config.monitor}: the validation metrics are {sorted(result)}; pick one of them")
@@ -810,6 +809,12 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
     if config.epochs < 1:
         raise ScorchError(f"--epochs {config.epochs}: must be at least 1")
     check_config(config)
+    notices = []  # said once the run has started
+    if config.mode == "auto":  # the monitored name decides; recorded resolved, so a resume and the dashboard agree
+        config.mode = better_mode(config.monitor)
+        if config.mode == "min":
+            notices.append(f"--monitor {config.monitor}: smaller is better for a name like this, so best.pt and early "
+                           "stopping keep the smallest (--mode min, chosen from the name; pass --mode max to change)")
     if config.telemetry and dist.is_global_zero:
         from scorch.telemetry.publisher import check_bind
 
@@ -844,6 +849,7 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
         callbacks.append(ConsoleProgress(headless=config.headless or not sys.stdout.isatty(), interval=config.log_interval))
     trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
     trainer.hosts = dist.hosts()
+    trainer.notices += notices
     if run is not None:
         trainer.seq = run.last_seq()
     if config.checkpoint:

@@ -288,6 +288,49 @@ def check_metrics(metrics: Any, path: str) -> None:
         raise ScorchError(f"{path}: Socket.metrics returned keys {sorted(metrics)} but no 'main'; add 'main' (the value to monitor)")
 
 
+def metric_values(metrics: Any, path: str) -> dict[str, float]:
+    """Socket.metrics' dict as numbers: floats, ints, numpy scalars and one-element tensors as they are; a longer vector
+    (tensor, array, list) as one number per element, `name/0`, `name/1`, ... (never averaged); anything else refused."""
+    check_metrics(metrics, path)
+    values: dict[str, float] = {}
+    for key, value in metrics.items():
+        where = f"{path}: Socket.metrics returned {key!r}"
+        if not isinstance(key, str):
+            raise ScorchError(f"{path}: Socket.metrics returned a key {key!r} ({type(key).__name__}); keys must be strings")
+        numbers = _numbers(value)
+        if numbers is None:
+            hint = (f"; flatten a nested dict into keys like '{key}/name'" if isinstance(value, dict) else
+                    "; compute it, or leave the key out" if value is None else "")
+            raise ScorchError(f"{where} as {_kind(value)}; every value must be a number (a float, a numpy scalar or a "
+                              f"0-d tensor){hint}")
+        if len(numbers) == 1:  # 0-d, or one element of any shape: the value itself, as in 2018
+            values[key] = numbers[0]
+        elif key == "main" or not numbers:
+            raise ScorchError(f"{where} as a vector of {len(numbers)} values; 'main' is the one monitored number: return "
+                              "a single value (e.g. their mean) under 'main', and the vector under another key"
+                              if key == "main" else f"{where} as an empty vector; return a number")
+        else:
+            values.update({f"{key}/{i}": number for i, number in enumerate(numbers)})
+    return values
+
+
+def _numbers(value: Any) -> list[float] | None:
+    """The number(s) in a metric value, or None when it holds something else."""
+    import numbers
+
+    if isinstance(value, numbers.Real):  # bool, int, float, numpy scalars
+        return [float(value)]
+    if hasattr(value, "detach"):  # a tensor
+        value = value.detach().float().cpu().numpy()
+    if hasattr(value, "dtype") and hasattr(value, "ndim"):  # an ndarray
+        if value.dtype.kind not in "biuf":
+            return None
+        return [float(v) for v in value.reshape(-1)]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Real) for v in value):
+        return [float(v) for v in value]
+    return None
+
+
 def _shapes(part: Any) -> list:
     return [tuple(x.shape) if hasattr(x, "shape") else type(x).__name__ for x in part]
 

@@ -28,6 +28,7 @@ from scorch_tui.sources import (
     RunInfo,
 )
 
+from scorch.callbacks.early_stopping import better_mode  # for metric names the run does not rank itself
 from scorch.telemetry.protocol import (
     CheckpointSaved,
     Command,
@@ -39,9 +40,6 @@ from scorch.telemetry.protocol import (
     Step,
     System,
 )
-
-# Metric names where smaller is better, when the run does not say (it only says for the monitored one).
-SMALLER_IS_BETTER = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ppl", "cer", "wer", "nll")
 
 RECENT = 200  # recent notes kept for the event log
 # STALLED: no step for max(STALL_FLOOR, STALL_STEPS x the usual step time). The floor keeps a slow first step,
@@ -106,11 +104,6 @@ class RankUsage:
     step_time: float | None = None
     data_time: float | None = None
     gpus: list = field(default_factory=list)
-
-
-def better_mode(name: str) -> str:
-    lowered = name.lower()
-    return "min" if any(word in lowered for word in SMALLER_IS_BETTER) else "max"
 
 
 class RunModel:

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import math
 
+# Names whose smaller values are better: `--mode auto` (and the dashboard's best values) go by them.
+SMALLER_IS_BETTER = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ppl", "cer", "wer", "nll")
+
+
+def better_mode(name: str) -> str:
+    """'min' for a metric whose name reads as a loss or an error, else 'max'."""
+    lowered = name.lower()
+    return "min" if any(word in lowered for word in SMALLER_IS_BETTER) else "max"
+
 
 class Monitor:
     """`update(value)` says whether the value improved on the best by more than

@@ -136,6 +136,10 @@ def _live(snapshot: Any) -> dict:
     if "epoch_end" in latest:
         end = latest["epoch_end"]
         live["last_epoch"] = {"epoch": end.epoch + 1, "train_loss": end.train_loss, "metrics": end.metrics, "best": end.best}
+    if "system" in latest:  # per-rank liveness from the per-rank channel (scorch/telemetry/ranks.py)
+        live["ranks"] = [{key: entry.get(key) for key in ("rank", "host", "pid", "state", "seen", "step", "phase")}
+                         for entry in latest["system"].ranks if isinstance(entry, dict)]
+        live["silent_ranks"] = [entry["rank"] for entry in live["ranks"] if entry["state"] == "silent"]
     if snapshot.run is not None:
         live["epochs"] = snapshot.run.epochs
     return live

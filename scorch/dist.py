@@ -2,8 +2,8 @@
 
 Every method marked "all ranks" must be called by every process at the same
 point, or the job hangs in the collective. `create(backend)` picks the engine:
-`auto` follows the launcher (mpirun/horovodrun: Horovod; torchrun:
-torch.distributed; nothing: one process).
+`auto` follows the launcher (mpirun/horovodrun: Horovod; torchrun and
+SLURM's srun: torch.distributed; nothing: one process).
 
 How gradients are averaged, the same way on both engines: the user's optimizer
 stays the one that steps (its state, its scheduler and the checkpoint format are
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,6 +59,11 @@ class Single:
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
         """All ranks: `root`'s `obj`."""
         return obj
+
+    def gather_object(self, obj: Any, root: int = 0) -> list | None:
+        """All ranks: every rank's `obj` in rank order on `root`, None on the others (which receive nothing:
+        N objects travel, not N x N as with allgather_object)."""
+        return [obj]
 
     def barrier(self) -> None:
         """All ranks: wait until every rank gets here."""
@@ -164,6 +170,25 @@ class Horovod(Single):
         with self._peers():
             return self.hvd.broadcast_object(obj, root_rank=root, name="scorch.broadcast_object")
 
+    def gather_object(self, obj: Any, root: int = 0) -> list | None:
+        # Horovod has no gather: an alltoall in which every rank sends its bytes to `root` and nothing elsewhere.
+        import pickle
+
+        import torch
+
+        data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+        splits = torch.zeros(self.size, dtype=torch.int32)
+        splits[root] = len(data)
+        with self._peers():
+            received, sizes = self.hvd.alltoall(data, splits=splits, name="scorch.gather_object")
+        if self.rank != root:
+            return None
+        raw, out, start = memoryview(received.numpy()), [], 0
+        for size in sizes.tolist():
+            out.append(pickle.loads(raw[start : start + size]))
+            start += size
+        return out
+
     def barrier(self) -> None:
         with self._peers():
             self.hvd.barrier()
@@ -206,6 +231,8 @@ class TorchDistributed(Single):
         import torch
         import torch.distributed as td
 
+        if in_srun_step():
+            os.environ.update(slurm_rendezvous())
         missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
         if missing:
             raise ScorchError(f"--backend torch: not started by torchrun ({', '.join(missing)} not set); run "
@@ -252,6 +279,12 @@ class TorchDistributed(Single):
         with self._peers():
             self.td.broadcast_object_list(box, src=root, group=self._cpu_group)
         return box[0]
+
+    def gather_object(self, obj: Any, root: int = 0) -> list | None:
+        gathered: list | None = [None] * self.size if self.rank == root else None
+        with self._peers():
+            self.td.gather_object(obj, gathered, dst=root, group=self._cpu_group)
+        return gathered
 
     def barrier(self) -> None:
         with self._peers():
@@ -302,14 +335,48 @@ def launcher() -> tuple[str, int]:
     for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"):  # OpenMPI, MPICH/Intel MPI, MVAPICH
         if var in env:
             return "mpirun", int(env[var])
+    if in_srun_step():
+        return "srun", int(env["SLURM_STEP_NUM_TASKS"])
     return "", 1
+
+
+def in_srun_step() -> bool:
+    """True in a task that `srun` started. The batch script itself (which has SLURM_PROCID=0 and
+    SLURM_NTASKS=N too) is not one: only srun sets SLURM_STEP_NUM_TASKS, so a scorch-train
+    started there without srun trains alone instead of waiting for N-1 ranks that never come."""
+    env = os.environ
+    return "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: `node[07-09,12],gpu3` -> `node07`, `a,b` -> `a`."""
+    match = re.match(r"\s*([^,\[\s]+)(?:\[([^\]]*)\])?", nodelist)
+    if match is None:
+        return "127.0.0.1"
+    prefix, ranges = match.groups()
+    return prefix + re.split(r"[,-]", ranges)[0] if ranges else prefix
+
+
+def slurm_rendezvous(env: dict | None = None) -> dict[str, str]:
+    """torch.distributed's variables for an srun task, from SLURM's own (those already set win):
+    RANK=SLURM_PROCID, WORLD_SIZE=SLURM_STEP_NUM_TASKS, LOCAL_RANK=SLURM_LOCALID, MASTER_ADDR the
+    step's first node, MASTER_PORT 15000 + the job id's last 4 digits (Lightning's choice: every task
+    computes the same port, and a requeued job, which keeps its id, finds it again)."""
+    env = os.environ if env is None else env
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
+    job = env.get("SLURM_JOB_ID", "")
+    found = {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")),
+             "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "MASTER_ADDR": first_slurm_host(nodes),
+             "MASTER_PORT": str(15000 + int(job[-4:])) if job[-4:].isdigit() else "12910"}
+    return {key: env.get(key, value) for key, value in found.items()}
 
 
 def create(backend: str = "auto", device: str = "auto") -> Single:
     """The engine for `--backend` (auto: the launcher's)."""
     started_by, size = launcher()
     if backend == "auto":
-        backend = {"torchrun": "torch", "horovodrun": "horovod", "mpirun": "horovod"}.get(started_by, "none") if size > 1 else "none"
+        backend = {"torchrun": "torch", "srun": "torch", "horovodrun": "horovod", "mpirun": "horovod"}.get(
+            started_by, "none") if size > 1 else "none"
         if backend == "horovod":
             _check_horovod(f"{started_by} started {size} processes, which train together with Horovod, but")
     if backend == "none":

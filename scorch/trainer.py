@@ -30,7 +30,7 @@ from scorch.errors import NonFiniteLoss, ScorchError
 from scorch.gradients import GradientClip, check_config
 from scorch.run_folder import RunFolder
 from scorch.schedules import RunFacts, Schedule, batches_per_epoch
-from scorch.telemetry.control import Control, Request
+from scorch.telemetry.control import KINDS, Control, Request, agreed_requests, request_flags
 from scorch.telemetry.protocol import (
     CheckpointSaved,
     Command,
@@ -51,6 +51,7 @@ STEP_EVENT_INTERVAL = 0.25  # seconds between `step` events: a few per second
 SYNC_SECONDS = 1.0
 SYNC_MAX_STEPS = 1000
 SYSTEM_EVENT_INTERVAL = 2.0  # seconds between `system` events (per-rank CPU/RAM/GPU)
+NO_NONFINITE = 2**62  # the agreement's "no NaN/inf seen" (any real key is smaller)
 
 
 class EpochSampler(Sampler):
@@ -211,12 +212,15 @@ class Trainer:
         self.sync_max_steps = 0 if dist.size == 1 else SYNC_MAX_STEPS
         self._next_agreement = 0  # the step of the next agreement: the same on every rank
         self._last_agreement = (0, time.perf_counter())  # (step, time) of the last one: this rank's pace
-        self._nonfinite: tuple | None = None  # with several ranks: (epoch, step, message) of a NaN/inf seen here
+        self._nonfinite = NO_NONFINITE  # with several ranks: the first NaN/inf seen here, as `_nonfinite_key` packs it
         self.stats = SystemSampler(dist.rank)
         self.autocast, self.scaler = _mixed_precision(config.amp, device)
         self.clip = GradientClip.from_config(config, [p for _, p in named], self.scaler, self.optimizer)
-        self._local_stats: dict | None = None  # this rank's latest figures, not yet sent to rank 0
-        self._rank_stats: dict[int, dict] = {}  # rank 0: every rank's latest figures
+        # With several ranks, figures go to rank 0 over the per-rank channel (scorch/telemetry/ranks.py), not
+        # through a collective: its thread reads these attributes, the training thread only sets them.
+        self.figures: dict = {"collective_wait": 0.0}
+        self.reporter: Any = None  # every rank: the channel's sending end
+        self.rank_watch: Any = None  # rank 0: its receiving end
         self._next_system = 0.0
         self.heartbeat = time.perf_counter()  # last sign of progress, read by the stall watchdog
         self.phase = "starting"
@@ -257,6 +261,8 @@ class Trainer:
             self._emit_lock.release()
 
     def log(self, message: str, level: str = "warning") -> None:
+        if self.reporter is not None and not self.dist.is_global_zero:  # rank 0 shows it (scorch/telemetry/ranks.py)
+            self.reporter.line(level, message)
         self.emit(Log(level=level, message=message))
 
     # -- the run --------------------------------------------------------------------------
@@ -419,26 +425,33 @@ class Trainer:
         if loader is None or max_iterations == 0:
             return {}
         self.network.eval()
+        self.phase = f"validating on the {mode} set"
+        if self.dist.size > 1:
+            return self._evaluate_gathered(mode, loader, max_iterations)
         all_outputs: list[list[torch.Tensor]] = []
         all_targets: list[list[torch.Tensor]] = []
         loss_sum, count = 0.0, 0
-        self.phase = f"validating on the {mode} set"
         for i, (inputs, targets) in enumerate(self._batches(mode, loader)):
-            self.heartbeat = time.perf_counter()
             if 0 <= max_iterations <= i:
                 break
-            inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
-            outputs = self.network(inputs)
-            user_code.check_outputs(outputs, self.model.path)
-            n = data.batch_length(inputs, targets)
-            loss_sum += float(self.socket.criterion(outputs, targets)) * n
-            count += n
-            all_outputs.append([o.detach() for o in outputs])
+            outputs, targets, loss, n = self._evaluate_batch(inputs, targets)
+            loss_sum, count = loss_sum + loss, count + n
+            all_outputs.append(outputs)
             all_targets.append(targets)
         outputs = [data.join(parts) for parts in zip(*all_outputs)]
         targets = [data.join(parts) for parts in zip(*all_targets)]
-        if self.dist.size > 1:  # every rank's share, back in dataset order: every rank computes the whole set's metrics
-            outputs, targets, loss_sum, count = self._gather_whole_set(loader.sampler, outputs, targets, loss_sum, count)
+        return self._metrics(outputs, targets, loss_sum, count)
+
+    def _evaluate_batch(self, inputs: list, targets: list) -> tuple[list, list, float, int]:
+        """One batch: (outputs, targets on the device, loss summed over its samples, samples)."""
+        self.heartbeat = time.perf_counter()
+        inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
+        outputs = self.network(inputs)
+        user_code.check_outputs(outputs, self.model.path)
+        n = data.batch_length(inputs, targets)
+        return [o.detach() for o in outputs], targets, float(self.socket.criterion(outputs, targets)) * n, n
+
+    def _metrics(self, outputs: list, targets: list, loss_sum: float, count: int) -> dict[str, float]:
         # Socket.metrics gets host tensors, as on a CPU: the 2018 metrics call .numpy(); one copy an epoch.
         metrics = self.socket.metrics(_to_host(outputs), _to_host(targets))
         result = user_code.metric_values(metrics, self.model.path)
@@ -446,6 +459,44 @@ class Trainer:
         if self.config.monitor not in result:
             raise ScorchError(f"--monitor {self.config.monitor}: the validation metrics are {sorted(result)}; pick one of them")
         return result
+
+    def _evaluate_gathered(self, mode: str, loader: DataLoader, max_iterations: int) -> dict[str, float]:
+        """All ranks: each rank's share, batch by batch, gathered to rank 0 alone (dataset order restored), so
+        Socket.metrics sees the whole set once as one process would; rank 0 broadcasts the metrics.
+
+        A rank other than 0 holds one batch at a time (O(batch) memory, not the set), and each batch
+        travels once, to rank 0 (O(set) bytes across the job, not N x set). Every rank takes part in as
+        many gathers as rank 0 has batches (the largest share): a rank whose share is done sends None."""
+        share = math.ceil(len(loader.dataset) / self.dist.size)  # rank 0's, the largest (rank r: r, r+N, ...)
+        rounds = math.ceil(share / loader.batch_size)
+        rounds = min(rounds, max_iterations) if max_iterations >= 0 else rounds
+        order, batches = list(loader.sampler), self._batches(mode, loader)
+        shares: list = []  # rank 0: (dataset indices, outputs, targets) of every batch of every rank
+        done = 0
+        for i in range(rounds):
+            piece = None
+            batch = next(batches, None) if done == i else None
+            if batch is not None:
+                outputs, _, loss, n = self._evaluate_batch(*batch)
+                start = i * loader.batch_size
+                piece = (order[start : start + n], _to_host(outputs), _to_host(batch[1]), loss, n)
+                done += 1
+            gathered = self.dist.gather_object(piece)
+            if gathered is not None:
+                shares += [p for p in gathered if p is not None]
+
+        def metrics() -> dict[str, float]:
+            index = torch.tensor([i for share in shares for i in share[0]]).argsort()
+
+            def whole(parts: tuple) -> Any:  # one tensor if every batch concatenates, else one value per sample
+                joined = data.join(list(parts))
+                return joined[index] if isinstance(joined, torch.Tensor) else [joined[i] for i in index.tolist()]
+
+            return self._metrics([whole(parts) for parts in zip(*(share[1] for share in shares))],
+                                 [whole(parts) for parts in zip(*(share[2] for share in shares))],
+                                 sum(share[3] for share in shares), sum(share[4] for share in shares))
+
+        return share_from_rank_zero(self.dist, metrics)
 
     @torch.no_grad()
     def test_inference(self) -> None:
@@ -466,29 +517,31 @@ class Trainer:
     # -- control --------------------------------------------------------------------------
 
     def agree(self, window: list[torch.Tensor] = ()) -> bool:
-        """All ranks: pool every rank's pending requests, apply them; True if training must stop now.
+        """All ranks: agree on pending requests and NaNs; apply them; True if training must stop now.
 
-        A NaN/inf loss any rank has seen ends the run here, on every rank. The losses of `window`
-        not yet read are looked at first (the gradient allreduce has already synced the device),
-        so the step named is the first bad one whichever rank had it."""
-        if window and self._nonfinite is None:
+        One allreduce (max) of a few int64s, the same size at any number of ranks: one 0/1 slot per
+        request kind (control.KINDS), the first NaN/inf any rank saw (negated, so max picks the
+        smallest key: the earliest step, then the lowest rank), and rank 0's stride to the next
+        agreement. A NaN/inf ends the run here, on every rank; the losses of `window` not yet read are
+        looked at first (the gradient allreduce has already synced the device), so the step named is
+        the first bad one whichever rank had it."""
+        if window and self._nonfinite == NO_NONFINITE:
             self._check_finite(torch.stack(window).double())
         step, when = self._last_agreement
-        self._last_agreement = (self.step, time.perf_counter())
-        pace = (self._last_agreement[1] - when) / max(1, self.step - step)  # seconds a step, here
-        pooled = self.dist.allgather_object((self.control.take(), self._local_stats, self._nonfinite, pace))
-        self._local_stats = None
-        nonfinite = sorted(seen for _, _, seen, _ in pooled if seen)
-        if nonfinite:  # every rank stops here, naming the first NaN/inf any rank saw
-            raise NonFiniteLoss(nonfinite[0][2])
-        # The next one SYNC_SECONDS on at rank 0's pace: every rank computes the same step from the same number.
-        self._next_agreement = self.step + max(1, min(self.sync_max_steps, int(SYNC_SECONDS / max(pooled[0][3], 1e-6))))
-        requests = list(dict.fromkeys(req for rank_requests, _, _, _ in pooled for req in rank_requests))
-        fresh = {stats["rank"]: stats for _, stats, _, _ in pooled if stats is not None}
-        if fresh:
-            self._rank_stats.update(fresh)
-            if 0 in fresh:  # rank 0's clock paces the `system` events
-                self.emit(System(ranks=[self._rank_stats[r] for r in sorted(self._rank_stats)]))
+        now = time.perf_counter()
+        self._last_agreement = (self.step, now)
+        stride = 0
+        if self.dist.is_global_zero:  # the next one SYNC_SECONDS on at rank 0's pace, the same step on every rank
+            pace = (now - when) / max(1, self.step - step)
+            stride = max(1, min(self.sync_max_steps, int(SYNC_SECONDS / max(pace, 1e-6))))
+        own = self.control.take()
+        slots = torch.tensor([*request_flags(own), -self._nonfinite, stride], dtype=torch.int64)
+        agreed = self.dist.allreduce(slots, "max").tolist()
+        self.figures["collective_wait"] = time.perf_counter() - now  # how long this rank waited for the others
+        if -agreed[-2] != NO_NONFINITE:  # every rank stops here, naming the first NaN/inf any rank saw
+            raise NonFiniteLoss(self._nonfinite_message(-agreed[-2]))
+        self._next_agreement = self.step + agreed[-1]
+        requests = agreed_requests(agreed[: len(KINDS)], own)
         if not requests:
             return False
         self.apply_requests(requests)
@@ -512,12 +565,16 @@ class Trainer:
                               reason=f"at epoch {self.epoch + 1}, step {self.step}"))
 
     def _sample_system(self, step_time: float, data_time: float) -> None:
-        """This rank's CPU/RAM/GPU figures: emitted now with one rank, else sent at the next agreement."""
-        stats = self.stats.sample(step_time=step_time, data_time=data_time)
+        """This rank's CPU/RAM/GPU figures: emitted now with one rank; with several, the per-rank
+        channel's thread samples them and sends them with these two."""
         if self.dist.size == 1:
-            self.emit(System(ranks=[stats]))
+            self.emit(System(ranks=[self.stats.sample(step_time=step_time, data_time=data_time)]))
         else:
-            self._local_stats = stats
+            self.figures.update(step_time=step_time, data_time=data_time)
+
+    def rank_figures(self) -> dict:
+        """What this rank's channel thread sends besides CPU/RAM/GPU (read on that thread)."""
+        return {"step": self.step, "phase": self.phase, **self.figures}
 
     def _take_window(self, window: list[torch.Tensor]) -> float:
         """Add a window of per-step losses to the epoch's; its mean. A NaN/inf among them ends the run."""
@@ -537,34 +594,20 @@ class Trainer:
         bad = int((~torch.isfinite(losses)).nonzero()[0])
         value = losses[bad].item()
         step = self.epoch_step - len(losses) + bad + 1
-        where = f" on rank {self.dist.rank}" if self.dist.size > 1 else ""
-        message = (f"loss became {value} at epoch {self.epoch + 1}, step {step}{where}; the last good checkpoint is kept. "
-                   "Lower the learning rate, check the data, or pass --on-nan skip to skip such batches")
         if self.dist.size == 1:
-            raise NonFiniteLoss(message)
-        self._nonfinite = self._nonfinite or (self.epoch, step, message)
+            raise NonFiniteLoss(self._nonfinite_message(_nonfinite_key(step, 0, value), one_rank=True))
+        self._nonfinite = min(self._nonfinite, _nonfinite_key(step, self.dist.rank, value))
+
+    def _nonfinite_message(self, key: int, one_rank: bool = False) -> str:
+        step, rank, value = key >> 22, (key >> 2) & (2**20 - 1), ("nan", "inf", "-inf")[key & 3]
+        where = "" if one_rank else f" on rank {rank}"
+        return (f"loss became {value} at epoch {self.epoch + 1}, step {step}{where}; the last good checkpoint is kept. "
+                "Lower the learning rate, check the data, or pass --on-nan skip to skip such batches")
 
     def _loss_everywhere(self, loss: torch.Tensor) -> float:
         """All ranks: this step's loss averaged over ranks; NaN/inf if it is on any rank (so all skip alike)."""
         value = loss.detach().double().reshape(1).cpu()
         return float(self.dist.allreduce(value, "sum")) / self.dist.size
-
-    def _gather_whole_set(self, sampler: Sampler, outputs: list, targets: list, loss_sum: float,
-                          count: int) -> tuple[list, list, float, int]:
-        """All ranks: every rank's evaluation share put back in dataset order, so Socket.metrics sees the whole
-        set once, as one process would, and every rank computes the same metrics (early stopping agrees)."""
-        mine = list(sampler)[: len(outputs[0])] if outputs else []
-        pooled = self.dist.allgather_object((mine, _to_host(outputs), _to_host(targets), loss_sum, count))
-        shares = [share for share in pooled if share[0]]
-        order = torch.tensor([i for share in shares for i in share[0]]).argsort()
-
-        def whole(parts: tuple) -> Any:  # one tensor if every rank's share concatenates, else one value per sample
-            joined = data.join(list(parts))
-            return joined[order] if isinstance(joined, torch.Tensor) else [joined[i] for i in order.tolist()]
-
-        return ([whole(parts) for parts in zip(*(share[1] for share in shares))],
-                [whole(parts) for parts in zip(*(share[2] for share in shares))],
-                sum(share[3] for share in pooled), sum(share[4] for share in pooled))
 
     def install_signal_handlers(self) -> dict:
         """SIGTERM/SIGUSR1 (preemption) and SIGINT (Ctrl-C) become stop requests; returns the old handlers."""
@@ -693,6 +736,7 @@ class Trainer:
         """Flush and close every callback (files, sockets); safe to call twice."""
         if self.watchdog is not None:
             self.watchdog.stop()
+        self.close_rank_channel()
         if not self._emit_lock.acquire(timeout=wait):  # no emit from another thread may still be using them
             return
         callbacks, self.callbacks = self.callbacks, []
@@ -703,7 +747,16 @@ class Trainer:
             callback.close()
         self.stats.close()
 
+    def close_rank_channel(self) -> None:
+        """This rank says `bye` (it ended: not silent); rank 0 stops listening (no `system` after run_ended)."""
+        reporter, watch, self.reporter, self.rank_watch = self.reporter, self.rank_watch, None, None
+        if reporter is not None:
+            reporter.close()
+        if watch is not None:
+            watch.close()
+
     def end(self, status: str, reason: str, wait: float = -1) -> None:
+        self.close_rank_channel()
         try:  # a checkpoint still finishing lands before run_ended
             self.settle_saves(None if wait < 0 else wait)
         except Exception as exc:  # the run already ends for another reason; this one is told, not raised
@@ -749,6 +802,13 @@ class Trainer:
 
     def _lr(self) -> float:
         return float(self.socket.optimizer.param_groups[0]["lr"])
+
+
+def _nonfinite_key(epoch_step: int, rank: int, value: float) -> int:
+    """A NaN/inf as one int64 that orders by (step in the epoch, rank): what the agreement reduces.
+    Ranks agree within an epoch, so the epoch needs no bits; ranks below 2**20, steps below 2**40."""
+    kind = 0 if math.isnan(value) else 1 if value > 0 else 2
+    return (epoch_step << 22) | (min(rank, 2**20 - 1) << 2) | kind
 
 
 def _pick_device(choice: str, local_rank: int) -> torch.device:
@@ -882,4 +942,24 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
             except BaseException:
                 trainer.close()  # e.g. a busy port: the other sinks (TensorBoard's thread) must not outlive the start
                 raise
+    if dist.size > 1:
+        open_rank_channel(trainer)
     return trainer
+
+
+def open_rank_channel(trainer: Trainer) -> None:
+    """All ranks: rank 0 opens the per-rank channel's PULL (where --bind and --curve-keys allow) and hands its
+    endpoint and secret to every rank in one broadcast; each rank then reports over it from a thread."""
+    from scorch.telemetry.publisher import load_server_keys, parse_bind
+    from scorch.telemetry.ranks import RankReporter, RankWatch
+
+    config, dist, handout = trainer.config, trainer.dist, None
+    if dist.is_global_zero:
+        keys = load_server_keys(config.curve_keys) if config.curve_keys else None
+        host = parse_bind(config.bind)[0] if keys is not None else "127.0.0.1"
+        emit = lambda event: trainer.emit(event, wait=2.0)  # noqa: E731 - from the channel's thread
+        trainer.rank_watch = RankWatch(dist.size, trainer.hosts, emit, host, keys)
+        handout = trainer.rank_watch.handout
+    handout = dist.broadcast_object(handout)
+    if dist.rank not in handout["unreachable"]:
+        trainer.reporter = RankReporter(handout, dist.rank, trainer.rank_figures, trainer.stats)

@@ -38,3 +38,41 @@ class Control:
             self._queue.clear()
             self.pending = False
         return requests
+
+
+# -- the fixed-size form the ranks agree on ------------------------------------------------------
+# Requests reach rank 0 (the control socket) or any rank (its own signals). At an agreement each rank
+# sets one 0/1 slot per kind it holds and the ranks reduce the slots with max, so N ranks move N small
+# fixed-size tensors, not N x N pickled lists. Every rank then applies the same kinds in this order;
+# rank 0 attaches its own requests (with their ids, for the `command` events) to the kinds they are.
+KINDS = ("checkpoint", "stop_after_epoch", "stop", "interrupt", "signal")
+
+
+def kind_of(request: Request) -> str:
+    if request.command == "checkpoint":
+        return "checkpoint"
+    if request.source in ("interrupt", "signal"):
+        return request.source
+    return "stop_after_epoch" if request.after_epoch else "stop"
+
+
+def request_flags(requests: list[Request]) -> list[int]:
+    """One 0/1 per KINDS entry: which kinds `requests` hold."""
+    held = {kind_of(request) for request in requests}
+    return [int(kind in held) for kind in KINDS]
+
+
+def agreed_requests(flags: list[int], own: list[Request]) -> list[Request]:
+    """The requests every rank applies for the reduced `flags`: this rank's own requests of each kind,
+    or one standing for the rank(s) that held it, kind by kind in KINDS order (so every rank ends in
+    the same state)."""
+    stand_in = {"checkpoint": Request("checkpoint", id="rank", source="request"),
+                "stop_after_epoch": Request("stop", id="rank", after_epoch=True, source="request"),
+                "stop": Request("stop", id="rank", source="request"),
+                "interrupt": Request("stop", id="SIGINT", source="interrupt"),
+                "signal": Request("stop", id="signal on another rank", source="signal")}
+    agreed = []
+    for kind, flag in zip(KINDS, flags):
+        if flag:
+            agreed += [r for r in own if kind_of(r) == kind] or [stand_in[kind]]
+    return agreed

@@ -165,6 +165,13 @@ class System(Event):
     (bytes used, whole host), "step_time" (s), "data_time" (s), "gpus":
     [{"index", "name", "util" (percent), "mem_used", "mem_total" (bytes),
     "temp" (C), "power" (W)}]}``. Missing figures are absent.
+
+    With several ranks the entries come over the per-rank channel
+    (scorch/telemetry/ranks.py) and add ``"state"`` (``live`` | ``silent``: no
+    report for a few seconds | ``ended`` | ``unreachable``: on another host with
+    a loopback-only channel), ``"seen"`` (seconds since its last report, null if
+    never), ``"pid"``, ``"step"``, ``"phase"`` (what it is doing) and
+    ``"collective_wait"`` (seconds its last agreement waited for the others).
     """
 
     type: ClassVar[str] = "system"
@@ -193,6 +200,7 @@ class Log(Event):
     type: ClassVar[str] = "log"
     level: str = "info"
     message: str = ""
+    rank: int = 0  # whose line it is: 0 for rank 0 and the run itself, N for a line rank N sent (per-rank channel)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from scorch.errors import ScorchError
 from scorch.trainer import EpochSampler
 
 LAUNCHER_VARS = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "WORLD_SIZE", "RANK", "HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE",
-                 "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+                 "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS",
+                 "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID", "SLURM_JOB_NAME", "SLURM_JOB_ID", "SLURM_STEP_NODELIST",
+                 "SLURM_JOB_NODELIST", "SLURM_NODELIST")
 
 
 @pytest.fixture
@@ -36,6 +38,10 @@ def no_horovod(no_launcher):
     ({"PMI_SIZE": "3"}, ("mpirun", 3)),
     ({"HOROVOD_SIZE": "2", "HOROVOD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}, ("horovodrun", 2)),
     ({"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "8", "LOCAL_RANK": "0"}, ("torchrun", 8)),
+    # a task srun started, and the batch script around it (which has SLURM_PROCID and SLURM_NTASKS too)
+    ({"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NAME": "train"}, ("srun", 2)),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train"}, ("", 1)),
+    ({"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NAME": "interactive"}, ("", 1)),
 ])
 def test_launcher_is_read_from_the_environment(no_launcher, env, expected):
     # GIVEN the variables a launcher sets
@@ -163,3 +169,20 @@ def test_share_from_rank_zero_alone_runs_the_work_and_keeps_its_errors():
 
     with pytest.raises(ScorchError, match="no such file"):
         dist.share_from_rank_zero(engine, broken)
+
+
+@pytest.mark.parametrize("nodelist, first", [("node[07-09,12],gpu3", "node07"), ("a,b", "a"), ("host[5]", "host5"),
+                                             ("h1 h2", "h1"), ("gpu-a100-3", "gpu-a100-3")])
+def test_the_rendezvous_host_is_the_first_of_slurms_node_list(nodelist, first):
+    assert dist.first_slurm_host(nodelist) == first
+
+
+def test_an_srun_task_gets_torch_distributeds_variables_from_slurms():
+    # GIVEN the variables srun gives task 1 of 2 of job 4711
+    env = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "4711",
+           "SLURM_STEP_NODELIST": "n[3-4]", "SLURM_JOB_NODELIST": "n[1-4]"}
+    # THEN rank, size and local rank are SLURM's, the rendezvous is on the step's first node, at a port from the job id
+    assert dist.slurm_rendezvous(env) == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "n3",
+                                          "MASTER_PORT": "19711"}
+    # AND what the user set wins
+    assert dist.slurm_rendezvous({**env, "MASTER_PORT": "29500"})["MASTER_PORT"] == "29500"

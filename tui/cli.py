@@ -30,6 +30,7 @@ examples:
   scorch-tui runs/20250101-120000-model        watch one run (live or finished)
   scorch-tui --ssh me@gpu-node ~/proj/runs/X   watch a run on another machine (SSH tunnel)
   scorch-tui tcp://127.0.0.1:5555              a run started with --bind 127.0.0.1:5555
+  scorch-tui --wait runs/next                  wait for a run that has not started yet, then watch it
 """
 
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the run is on this machine: read its run.json over ssh and tunnel its ports")
     parser.add_argument("--ssh-option", metavar="OPTION", action="append", default=[],
                         help="extra ssh -o option, e.g. --ssh-option Port=2222 (repeatable)")
+    parser.add_argument("--wait", action="store_true",
+                        help="RUN_DIR may not exist yet: wait for the run to start there, then watch it")
     parser.add_argument("--replay", action="store_true",
                         help="replay events.jsonl even if the run is still going (no commands)")
     parser.add_argument("--curve-keys", metavar="DIR", default="",
@@ -122,10 +125,18 @@ def make_plan(args: argparse.Namespace) -> Plan:
     token = read_token_file(args.token_file) if args.token_file else None
     keys = CurveKeys.load(args.curve_keys) if args.curve_keys else None
     if args.ssh:
+        if args.wait:
+            raise SourceError("--wait watches a local run folder; with --ssh, open the dashboard once the run has started")
         if not args.target:
             raise SourceError("--ssh needs the run folder on that host: scorch-tui --ssh USER@HOST RUN_DIR")
         return ssh_plan(args.ssh, args.target, args.ssh_option, token, args.replay)
     target = args.target or DEFAULT_TARGET
+    if args.wait:
+        if not args.target or target.startswith("tcp://"):
+            raise SourceError("--wait needs the run folder the job will write: scorch-tui --wait RUN_DIR")
+        from scorch_tui.sources import WaitingSource
+
+        return Plan(source=WaitingSource(target, lambda: run_dir_source(target, token, args.replay, keys)))
     if target.startswith("tcp://"):
         if args.replay:
             raise SourceError("--replay reads a run folder; an endpoint has none: give the run folder instead")
@@ -184,7 +195,8 @@ def local_plan(target: str, token: str | None, replay: bool, keys: CurveKeys | N
     if not os.path.exists(target):
         hint = " (the default)" if target == DEFAULT_TARGET else ""
         shown = f"./{target}" if target == DEFAULT_TARGET else target
-        raise SourceError(f"{shown}{hint}: no such folder; give a run folder, a folder of runs, or tcp://HOST:PORT")
+        raise SourceError(f"{shown}{hint}: no such folder; give a run folder, a folder of runs, or tcp://HOST:PORT "
+                          f"(or --wait {target} to wait for a run to start there)")
     if not os.path.isdir(target):
         raise SourceError(f"{target} is a file; give a run folder (it holds run.json), a folder of runs, or tcp://HOST:PORT")
     if is_run_dir(target):
@@ -209,8 +221,10 @@ def run_dir_source(path: str, token: str | None, replay: bool, keys: CurveKeys |
     dead = why_dead(info)
     if dead:  # the same words the live view and the picker use
         return ReplaySource(path, dead=dead)
-    if not isinstance(info.get("telemetry"), dict):
-        return ReplaySource(path, follow=True)
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    if not isinstance(info.get("telemetry"), dict) and not config.get("telemetry", False):
+        return ReplaySource(path, follow=True)  # --no-telemetry: its events.jsonl is all there is
+    # Live; a run still starting (config written, endpoints not yet) is waited for by the live source.
     return LiveSource.from_run_dir(path, token=token, client_keys=keys.client if keys else None)
 
 
@@ -245,8 +259,8 @@ def ssh_plan(destination: str, run_dir: str, options: list[str], token: str | No
     import shutil
     import tempfile
 
-    from scorch_tui.sources import LiveSource, ReplaySource, SourceError
-    from scorch_tui.ssh import Ssh, local_copy, parse_endpoint
+    from scorch_tui.sources import DEAD_AFTER, LiveSource, ReplaySource, SourceError
+    from scorch_tui.ssh import Ssh, SshRun, local_copy
 
     ssh = Ssh(destination, options)
     plan = Plan()
@@ -265,31 +279,18 @@ def ssh_plan(destination: str, run_dir: str, options: list[str], token: str | No
             source.label = label
             plan.source = source
             return plan
-        publish_host, publish_port = parse_endpoint(str(telemetry.get("publish", "")))
-        control_host, control_port = parse_endpoint(str(telemetry.get("control", "")))
-        if token is None:
-            try:
-                token = ssh.cat(f"{run_dir.rstrip('/')}/.token").decode().strip() or None
-            except SourceError:
-                token = None
-        local_publish, local_control = ssh.open_tunnel([(_loopback(publish_host), publish_port),
-                                                        (_loopback(control_host), control_port)])
+        remote = SshRun(ssh, run_dir, token, info)
+        remote.open()  # the tunnel opens (or the error is said) before the screen does
         plan.cleanup.append(ssh.close)
-        key = telemetry.get("curve_server_key")
-        plan.source = LiveSource.from_endpoints(
-            f"tcp://127.0.0.1:{local_control}", f"tcp://127.0.0.1:{local_publish}", token, label=label,
-            token_hint=f"cannot read {run_dir}/.token on {destination}; pass --token-file",
-            server_key=key.encode() if isinstance(key, str) and key else None)
+        plan.source = LiveSource(
+            remote.connect, label, "" if remote.token else
+            f"read-only: no token (cannot read {run_dir}/.token on {destination}; pass --token-file)",
+            link=remote.link_lost, dead_after=DEAD_AFTER)
         return plan
     except BaseException:
         plan.close()
         ssh.close()
         raise
-
-
-def _loopback(host: str) -> str:
-    """Where the remote end of the tunnel connects: a wildcard bind is reachable on its loopback."""
-    return "127.0.0.1" if host in ("*", "0.0.0.0", "::", "[::]") else host
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ STATE_STYLES = {
     "failed": ("FAILED", "bold red"),
     "stalled": ("STALLED", "bold black on dark_orange"),
     "dead": ("DEAD", "bold white on red"),
+    "tunnel_lost": ("TUNNEL LOST", "bold black on yellow"),
 }
 
 LEVEL_STYLES = {"info": "", "good": "green", "warning": "yellow", "error": "bold red"}

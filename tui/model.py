@@ -21,6 +21,7 @@ from scorch_tui.sources import (
     FOLLOWING,
     LIVE,
     RECONNECTING,
+    TUNNEL_LOST,
     CommandAck,
     ConnectionChanged,
     HeartbeatSeen,
@@ -348,10 +349,10 @@ class RunModel:
         self.connection_detail = item.detail
         if item.state == before:
             return
-        if item.state in (RECONNECTING, ERROR, DEAD):
-            prefix = {RECONNECTING: "connection lost", ERROR: "error", DEAD: "run dead"}[item.state]
+        if item.state in (RECONNECTING, ERROR, DEAD, TUNNEL_LOST):
+            prefix = {RECONNECTING: "connection lost", ERROR: "error", DEAD: "run dead", TUNNEL_LOST: "tunnel lost"}[item.state]
             self._note(self.clock(), "connection", f"{prefix}: {item.detail}", "error")
-        elif item.state == LIVE and before in (RECONNECTING, CONNECTING, DEAD) and self.notes_total:
+        elif item.state == LIVE and before in (RECONNECTING, CONNECTING, DEAD, TUNNEL_LOST) and self.notes_total:
             self._note(self.clock(), "connection", "connected again", "good")
 
     def _ack(self, ack: CommandAck) -> None:
@@ -368,7 +369,7 @@ class RunModel:
     @property
     def watching_live(self) -> bool:
         """Whether the clock runs for this view (a live or followed run that has not ended)."""
-        return self.state == "running" and self.connection in (LIVE, CONNECTING, RECONNECTING, FOLLOWING)
+        return self.state == "running" and self.connection in (LIVE, CONNECTING, RECONNECTING, FOLLOWING, TUNNEL_LOST)
 
     def elapsed(self) -> float | None:
         if self.started is None:

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 # Connection states, as shown on screen.
 # DEAD: the run cannot be running any more (its process is gone here, or no heartbeat for DEAD_AFTER from afar).
-CONNECTING, LIVE, RECONNECTING, ENDED, REPLAY, FOLLOWING, DEAD, ERROR = (
-    "connecting", "live", "reconnecting", "ended", "replay", "following", "dead", "error")
+# TUNNEL_LOST: the SSH tunnel to the run's host went (not the run); it is being reopened.
+CONNECTING, LIVE, RECONNECTING, ENDED, REPLAY, FOLLOWING, DEAD, ERROR, TUNNEL_LOST = (
+    "connecting", "live", "reconnecting", "ended", "replay", "following", "dead", "error", "tunnel_lost")
 
 CLIENT_TIMEOUT = 2.0  # seconds a request may take: the reader thread must stay quick to stop
 PROBE_AFTER = 1.5  # a heartbeat this late (they come every second): ask whether the run's process is still there
@@ -244,11 +245,13 @@ class LiveSource(Source):
     so a killed job reads DEAD within a few seconds. From afar (`dead_after`),
     no heartbeat for that long is DEAD. Either way the source keeps looking: a
     resumed run (a new process, new ports in run.json) is followed again.
+    Through SSH, `link` says why the tunnel is gone ("" while it is up): then the
+    state is TUNNEL_LOST, not the run's fault, and `connect` reopens it.
     """
 
     def __init__(self, connect: Callable[[], RunClient], label: str, commands_off: str = "",
                  quiet_after: float = 3.0, retry_after: float = 1.0, dead: Callable[[], str] | None = None,
-                 dead_after: float | None = None) -> None:
+                 dead_after: float | None = None, link: Callable[[], str] | None = None) -> None:
         super().__init__()
         self._connect = connect
         self.label = label
@@ -257,6 +260,7 @@ class LiveSource(Source):
         self.retry_after = retry_after
         self._why_dead = dead
         self.dead_after = dead_after
+        self._link = link
         self._client: RunClient | None = None
         self._state = ""
         self._detail = ""
@@ -323,12 +327,13 @@ class LiveSource(Source):
             if client is not None:
                 client.close()
             self._next_try = time.monotonic() + self.retry_after
-            if not self._silent_too_long(items):
-                self._set(items, RECONNECTING if self._ever_live else CONNECTING, exc.message)
+            self._lost(items, RECONNECTING if self._ever_live else CONNECTING, exc.message)
             return
         self._client = client
         self._ever_live = True
         self._heard = time.monotonic()
+        if self.commands_off and getattr(client, "token", None):  # the token appeared (a run that was starting)
+            self.commands_off = ""
         self._set(items, LIVE, client.control)
         self._pass_heartbeat(items, client)
         items.append(RunInfo({"state": snapshot.state}))
@@ -374,6 +379,14 @@ class LiveSource(Source):
             self._dead = why
         return bool(self._dead)
 
+    def _lost(self, items: list[Item], state: str, detail: str) -> None:
+        """No answer: the tunnel's fault (TUNNEL_LOST), silence for too long from afar (DEAD), else `state`."""
+        lost = self._link() if self._link is not None else ""
+        if lost:
+            self._set(items, TUNNEL_LOST, lost)
+        elif not self._silent_too_long(items):
+            self._set(items, state, detail)
+
     def _silent_too_long(self, items: list[Item]) -> bool:
         """From afar: no heartbeat for `dead_after` seconds is DEAD (and the source keeps trying)."""
         if self.dead_after is None or not self._ever_live or time.monotonic() - self._heard <= self.dead_after:
@@ -405,6 +418,12 @@ class LiveSource(Source):
         if self._probe(items):
             time.sleep(timeout)
             return items
+        if self._client is not None and self._link is not None and time.monotonic() - self._heard > PROBE_AFTER:
+            lost = self._link()
+            if lost:  # the tunnel died under a live connection: say so, and reopen it at once
+                self._drop_client()
+                self._set(items, TUNNEL_LOST, lost)
+                self._next_try = 0.0
         if self._client is None:
             wait = self._next_try - time.monotonic()
             if wait > 0:
@@ -433,8 +452,7 @@ class LiveSource(Source):
         except ClientError as exc:
             self._drop_client()
             self._next_try = time.monotonic() + self.retry_after
-            if not self._silent_too_long(items):
-                self._set(items, RECONNECTING, exc.message)
+            self._lost(items, RECONNECTING, exc.message)
         return items
 
     def _command(self, command: str, after_epoch: bool) -> CommandAck:
@@ -452,6 +470,64 @@ class LiveSource(Source):
 
     def close(self) -> None:
         self._drop_client()
+
+
+# -- a run that has not started yet -------------------------------------------------------------
+
+
+class WaitingSource(Source):
+    """`scorch-tui --wait RUN_DIR`: says the run has not started, then becomes the run's own source.
+
+    The run counts as started once its run.json holds the run's config (the
+    trainer writes it before the endpoints, and the live source waits for
+    those; events.jsonl may exist earlier still, so it proves nothing), or says
+    the run ended. `open_source` builds the real source then (live, followed or
+    replayed).
+    """
+
+    def __init__(self, run_dir: str, open_source: Callable[[], Source], poll: float = 0.5) -> None:
+        super().__init__()
+        self.run_dir = os.path.abspath(run_dir)
+        self.label = self.run_dir
+        self._open_source = open_source
+        self._poll = poll
+        self._inner: Source | None = None
+        self._said = False
+
+    @property
+    def commands_off(self) -> str:  # type: ignore[override]
+        return self._inner.commands_off if self._inner is not None else "waiting for the run to start"
+
+    def send(self, command: str, after_epoch: bool = False) -> None:
+        (self._inner or super()).send(command, after_epoch)
+
+    def started(self) -> bool:
+        info = read_json(os.path.join(self.run_dir, "run.json"))
+        return bool(info.get("config") or info.get("telemetry") or info.get("state", "running") != "running")
+
+    def read(self, timeout: float) -> list[Item]:
+        """Commands sent while waiting are refused with the reason (by `Source.read`); then the run's own items."""
+        return self._inner.read(timeout) if self._inner is not None else super().read(timeout)
+
+    def _read(self, timeout: float) -> list[Item]:
+        items: list[Item] = []
+        if not self.started():
+            if not self._said:
+                self._said = True
+                items.append(ConnectionChanged(CONNECTING, f"waiting for {self.run_dir}: the run has not started yet"))
+            time.sleep(min(timeout, self._poll))
+            return items
+        try:
+            self._inner = self._open_source()
+        except SourceError as exc:
+            self._said = False
+            time.sleep(min(timeout, self._poll))
+            return [ConnectionChanged(ERROR, exc.message)]
+        return self._inner.read(timeout)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
 
 
 # -- a script, for tests -----------------------------------------------------------------------

@@ -12,15 +12,20 @@ A finished run is copied (run.json and events.jsonl) and replayed locally.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
 import subprocess
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from scorch_tui.sources import SourceError
+from scorch_tui.sources import CLIENT_TIMEOUT, SourceError
+
+if TYPE_CHECKING:
+    from scorch.telemetry.client import RunClient
 
 CAT_TIMEOUT = 60.0  # seconds for one remote `cat` (events.jsonl of a long run can be large)
 TUNNEL_TIMEOUT = 20.0  # seconds for ssh to authenticate and open the forwards
@@ -116,6 +121,18 @@ class Ssh:
                 time.sleep(0.1)
         return [local for local, _, _ in forwards]
 
+    def tunnel_lost(self) -> str:
+        """Why the tunnel is gone ("" while its ssh runs): ssh's last words, or its exit status."""
+        tunnel = self._tunnel
+        if tunnel is None or tunnel.poll() is None:
+            return ""
+        why = (tunnel.stderr.read() if tunnel.stderr else b"").decode(errors="replace").strip().splitlines()
+        return why[-1] if why else f"ssh exited with status {tunnel.returncode}"
+
+    @property
+    def tunnel_open(self) -> bool:
+        return self._tunnel is not None and self._tunnel.poll() is None
+
     def close(self) -> None:
         """End the tunnel (the job is not touched: only our ssh goes away)."""
         tunnel, self._tunnel = self._tunnel, None
@@ -130,6 +147,81 @@ class Ssh:
                 tunnel.wait()
         if tunnel.stderr is not None:
             tunnel.stderr.close()
+
+
+class SshRun:
+    """A running run on another machine, through a tunnel that is reopened whenever a connection is needed
+    and it is gone (ssh died, the network dropped, the laptop slept).
+
+    `connect` is LiveSource's way in: each call after the first reads the remote
+    run.json (and .token) again, so a run resumed there on new ports with a new
+    token is followed; `link_lost` tells LiveSource that the tunnel, not the
+    run, went away.
+    """
+
+    def __init__(self, ssh: Ssh, run_dir: str, token: str | None, info: dict) -> None:
+        self.ssh = ssh
+        self.run_dir = run_dir.rstrip("/")
+        self.given_token = token  # --token-file wins over the remote .token
+        self.info = info  # the remote run.json as last read
+        self.token = self._read_token()
+        self._ports: tuple = ()  # (remote publish, remote control) the tunnel forwards
+        self._local: list[int] = []
+        self._lost = ""  # why the last tunnel went, until a new one is open
+        self._fresh = True  # `info` was just read: the first connect need not read it again
+
+    @property
+    def telemetry(self) -> dict:
+        telemetry = self.info.get("telemetry")
+        return telemetry if isinstance(telemetry, dict) else {}
+
+    def _read_token(self) -> str | None:
+        if self.given_token is not None:
+            return self.given_token
+        try:
+            return self.ssh.cat(f"{self.run_dir}/.token").decode().strip() or None
+        except SourceError:
+            return None
+
+    def link_lost(self) -> str:
+        """"" while the tunnel's ssh runs, else what happened to it (shown as TUNNEL LOST, not blamed on the run)."""
+        if self.ssh.tunnel_open or not self._ports:
+            return ""
+        self._lost = self._lost or self.ssh.tunnel_lost()
+        return f"the SSH tunnel to {self.ssh.destination} closed ({self._lost}); reopening it"
+
+    def open(self) -> None:
+        """The tunnel to the ports in `info`, opened unless it is open to those already; SourceError if it fails."""
+        publish = parse_endpoint(str(self.telemetry.get("publish", "")))
+        control = parse_endpoint(str(self.telemetry.get("control", "")))
+        if (publish, control) != self._ports or not self.ssh.tunnel_open:
+            self.ssh.close()
+            self._local = self.ssh.open_tunnel([(_loopback(publish[0]), publish[1]), (_loopback(control[0]), control[1])])
+            self._ports, self._lost = (publish, control), ""
+
+    def connect(self) -> RunClient:
+        """A client through the tunnel, (re)opening it first where needed. ClientError says why not."""
+        from scorch.telemetry.client import ClientError, RunClient
+
+        try:
+            if not self._fresh:  # a reconnect: the run may have moved (resumed on new ports, new token)
+                self.info = json.loads(self.ssh.cat(f"{self.run_dir}/run.json"))
+                self.token = self._read_token()
+            self._fresh = False
+            self.open()
+        except SourceError as exc:
+            raise ClientError(exc.message) from None
+        except ValueError:
+            raise ClientError(f"--ssh {self.ssh.destination}: {self.run_dir}/run.json is not JSON right now") from None
+        key = self.telemetry.get("curve_server_key")
+        local_publish, local_control = self._local
+        return RunClient(f"tcp://127.0.0.1:{local_control}", f"tcp://127.0.0.1:{local_publish}", token=self.token,
+                         server_key=key.encode() if isinstance(key, str) and key else None, timeout=CLIENT_TIMEOUT)
+
+
+def _loopback(host: str) -> str:
+    """Where the remote end of the tunnel connects: a wildcard bind is reachable on its loopback."""
+    return "127.0.0.1" if host in ("*", "0.0.0.0", "::", "[::]") else host
 
 
 def _answers(port: int) -> bool:

@@ -267,3 +267,24 @@ def test_sigstop_of_rank_1_reads_stalled_and_sigcont_live_again(tmp_path: Path):
             stopped.send_signal(signal.SIGCONT)
         tmux.close()
         end_job(job)
+
+
+def test_wait_opens_before_the_job_and_goes_live_when_it_starts(tmp_path: Path):
+    # GIVEN a dashboard started on a run folder that does not exist yet
+    run_dir = tmp_path / "digits-later"
+    tmux = Tmux(100, 30)
+    job = None
+    try:
+        tmux.start([sys.executable, "-m", "scorch_tui", "--wait", str(run_dir)])
+        screen = tmux.wait_for(lambda s: "waiting for the run" in header(s), "the waiting screen", timeout=60)
+        assert "waiting for the run to start" in screen and not tmux.pane_dead()
+        # WHEN the job starts there
+        job = subprocess.Popen(train_args(run_dir, "--epochs", "1000", "--no-tensorboard"), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # THEN the same dashboard goes live on it, with commands
+        tmux.wait_for(lambda s: " LIVE " in header(s) and "RUNNING" in header(s) and "commands: c checkpoint" in s,
+                      "the dashboard to go live", timeout=180)
+    finally:
+        tmux.close()
+        if job is not None:
+            end_job(job)

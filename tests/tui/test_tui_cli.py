@@ -69,7 +69,7 @@ print("torch" in sys.modules, "textual" in sys.modules)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["{tmp}/missing"], "missing: no such folder; give a run folder, a folder of runs, or tcp://HOST:PORT"),
+    (["{tmp}/missing"], "missing: no such folder; give a run folder, a folder of runs, or tcp://HOST:PORT (or --wait"),
     (["{tmp}/file.txt"], "file.txt is a file; give a run folder"),
     (["{tmp}/empty"], "empty holds no scorch runs (a run folder holds run.json)"),
     (["tcp://nowhere"], "tcp://nowhere: not a tcp://HOST:PORT endpoint"),

@@ -8,6 +8,7 @@ sockets, and a real process killed with SIGKILL.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,8 +19,19 @@ from scorch_tui.app import ScorchApp
 from scorch_tui.cli import run_dir_source
 from scorch_tui.model import STALLED, RunModel
 from scorch_tui.runs import read_entry
-from scorch_tui.sources import DEAD, LIVE, RECONNECTING, CommandAck, ConnectionChanged, HeartbeatSeen, LiveSource, ScriptedSource
-from tui_helpers import ROOT, FakeJob, ScriptedRun, settle
+from scorch_tui.sources import (
+    CONNECTING,
+    DEAD,
+    LIVE,
+    RECONNECTING,
+    CommandAck,
+    ConnectionChanged,
+    HeartbeatSeen,
+    LiveSource,
+    ScriptedSource,
+    WaitingSource,
+)
+from tui_helpers import ROOT, FakeJob, ScriptedRun, read_until, settle
 
 from scorch.run_folder import why_dead
 from scorch.telemetry.protocol import Step
@@ -208,16 +220,6 @@ def test_a_zombie_is_dead_too(tmp_path: Path):
 # -- over real sockets ------------------------------------------------------------------------------
 
 
-def read_until(source: LiveSource, want, timeout: float) -> list:  # type: ignore[no-untyped-def]
-    items: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        items.extend(source.read(0.05))
-        if want(items):
-            return items
-    raise AssertionError(f"not seen within {timeout} s: {items[-20:]}")
-
-
 def test_the_heartbeat_carries_the_age_of_the_last_step_and_the_phase(tmp_path: Path):
     # GIVEN a publisher whose trainer last stepped `age` seconds ago
     age = {"value": 0.5, "phase": "training"}
@@ -318,3 +320,70 @@ async def test_time_alone_turns_live_into_stalled_on_every_panel():
         text = app.export_text()
     # THEN the header says STALLED and the speed is gone from the progress panel too
     assert "STALLED" in text.splitlines()[0] and "samples/s" not in text, text
+
+
+# -- scorch-tui --wait RUN_DIR ---------------------------------------------------------------------
+
+
+def test_wait_says_the_run_has_not_started_then_watches_it_live(tmp_path: Path):
+    # GIVEN a dashboard waiting on a folder no run has written yet
+    run_dir = tmp_path / "next"
+    source = WaitingSource(str(run_dir), lambda: run_dir_source(str(run_dir), None, False, None), poll=0.05)
+    job = None
+    try:
+        items = source.read(0.05)
+        assert ConnectionChanged(CONNECTING, f"waiting for {run_dir}: the run has not started yet") in items
+        assert source.commands_off == "waiting for the run to start"
+        # AND an events.jsonl made before run.json has the config does not fool it (the trainer opens it early)
+        run_dir.mkdir()
+        (run_dir / "events.jsonl").write_text("")
+        assert not any(isinstance(i, ConnectionChanged) for i in source.read(0.05)) and source.commands_off
+        # WHEN the job starts there
+        job = FakeJob(run_dir)
+        for event in ScriptedRun().through(1, 30):
+            job.emit(event)
+        items = read_until(source, lambda items: any(isinstance(i, ConnectionChanged) and i.state == LIVE
+                                                     for i in items), 20)
+        # THEN the dashboard is live on it, history included, and commands go through
+        assert any(isinstance(i, Step) for i in items)
+        assert source.commands_off == ""
+        source.send("checkpoint")
+        items = read_until(source, lambda items: any(isinstance(i, CommandAck) for i in items), 20)
+        assert next(i for i in items if isinstance(i, CommandAck)).status == "accepted"
+    finally:
+        source.close()
+        if job is not None:
+            job.close()
+
+
+def test_wait_is_refused_with_ssh_and_without_a_folder(capsys):
+    from scorch_tui.cli import tui_main
+
+    assert tui_main(["--wait"]) == 2
+    assert "--wait needs the run folder" in capsys.readouterr().err
+    assert tui_main(["--wait", "--ssh", "me@host", "runs/x"]) == 2
+    assert "--wait watches a local run folder" in capsys.readouterr().err
+
+
+def test_a_run_caught_while_starting_takes_commands_once_its_token_is_there(tmp_path: Path):
+    # GIVEN a run folder whose run.json has the config but no endpoints and no token yet (the trainer is starting)
+    run_dir = tmp_path / "starting"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "config": {"telemetry": True}}))
+    source = run_dir_source(str(run_dir), None, False, None)
+    job = None
+    try:
+        assert isinstance(source, LiveSource) and source.commands_off.startswith("read-only: no token")
+        items = source.read(0.05)
+        assert [i.state for i in items if isinstance(i, ConnectionChanged)] == [CONNECTING]
+        # WHEN the publisher starts (token, then endpoints)
+        job = FakeJob(run_dir)
+        for event in ScriptedRun().through(1, 30):
+            job.emit(event)
+        read_until(source, lambda items: any(isinstance(i, ConnectionChanged) and i.state == LIVE for i in items), 20)
+        # THEN commands are on
+        assert source.commands_off == ""
+    finally:
+        source.close()
+        if job is not None:
+            job.close()

@@ -145,6 +145,17 @@ async def settle(pilot, timeout: float = 5.0) -> None:  # type: ignore[no-untype
     await pilot.pause()
 
 
+def read_until(source, want, timeout: float = 30.0) -> list:  # type: ignore[no-untyped-def]
+    """Items read from `source` until `want(items so far)` holds; AssertionError after `timeout` seconds."""
+    items: list = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items.extend(source.read(0.05))
+        if want(items):
+            return items
+    raise AssertionError(f"not seen within {timeout} s: {items[-20:]}")
+
+
 def items_of(*groups: list[Event]) -> Iterator[Event]:
     for group in groups:
         yield from group

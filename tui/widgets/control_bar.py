@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from scorch_tui.model import RunModel
-from scorch_tui.sources import CONNECTING, DEAD, ERROR, RECONNECTING
+from scorch_tui.sources import CONNECTING, DEAD, ERROR, RECONNECTING, TUNNEL_LOST
 from textual.widgets import Static
 
 
@@ -30,8 +30,8 @@ class ControlBar(Static):
             text.append("⊘ the run has ended: no commands", style="yellow")
         elif model.connection in (DEAD, ERROR):
             text.append("⊘ no commands: the run is not there to take them", style="yellow")
-        elif model.connection in (CONNECTING, RECONNECTING):
-            text.append(f"… {model.connection}: ", style="bold yellow")
+        elif model.connection in (CONNECTING, RECONNECTING, TUNNEL_LOST):
+            text.append(f"… {model.connection.replace('_', ' ')}: ", style="bold yellow")
             text.append(model.connection_detail or "waiting for the run", style="yellow")
         else:
             text.append("commands: ", style="dim")

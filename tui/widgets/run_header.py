@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from scorch_tui.formatting import duration, state_label
 from scorch_tui.model import STALLED, RunModel
-from scorch_tui.sources import DEAD, RECONNECTING
+from scorch_tui.sources import CONNECTING, DEAD, RECONNECTING, TUNNEL_LOST
 from textual.widgets import Static
 
 
@@ -53,6 +53,10 @@ class RunHeader(Static):
                 lead.append(f", silent for {duration(model.last_heard())}", style="yellow")
         elif shown == DEAD:
             lead.append(model.connection_detail or "the run's process is gone", style="bold red")
+        elif shown == TUNNEL_LOST:  # the way to the run went, not the run: say which
+            lead.append("reopening the SSH tunnel; the run is not to blame", style="yellow")
+        elif shown == CONNECTING and model.started is None:  # nothing from the run yet (--wait, or a slow start)
+            lead.append("waiting for the run", style="yellow")
         elif shown == RECONNECTING and model.state == "running" and model.last_heard() is not None:
             lead.append(f"last heard {duration(model.last_heard())} ago", style="yellow")
         else:

@@ -276,8 +276,9 @@ def test_wait_opens_before_the_job_and_goes_live_when_it_starts(tmp_path: Path):
     job = None
     try:
         tmux.start([sys.executable, "-m", "scorch_tui", "--wait", str(run_dir)])
-        screen = tmux.wait_for(lambda s: "waiting for the run" in header(s), "the waiting screen", timeout=60)
-        assert "waiting for the run to start" in screen and not tmux.pane_dead()
+        tmux.wait_for(lambda s: "waiting for the run" in header(s) and "waiting for the run to start" in s,
+                      "the waiting screen", timeout=60)
+        assert not tmux.pane_dead()
         # WHEN the job starts there
         job = subprocess.Popen(train_args(run_dir, "--epochs", "1000", "--no-tensorboard"), cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

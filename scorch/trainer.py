@@ -185,6 +185,11 @@ class Trainer:
         self.frozen = [p for p in self.network.parameters() if id(p) not in train_params]
         for p in self.frozen:
             p.requires_grad_(False)
+        # The Network and every module on the way down to a trained one: `training` True while training (their own
+        # forward may branch on it), without putting their frozen parts (BatchNorm, dropout) in training mode.
+        trained = {id(m) for m in self.socket.train_modules.modules()}
+        self._holds_training = [m for m in self.network.modules() if id(m) not in trained and any(
+            id(sub) in trained for sub in m.modules())]
         named = [(n, p) for n, p in self.network.named_parameters() if id(p) in train_params]
         self.optimizer = dist.wrap_optimizer(self.socket.optimizer, named, backward_passes=config.accumulate)
         if config.scale_lr and dist.size > 1:  # N times the batch: the usual advice is N times the learning rate
@@ -202,6 +207,7 @@ class Trainer:
         self.stop_after_epoch = False
         self.resumed_from: str | None = None
         self.notices: list[str] = []  # what the user should hear at the start: choices made for them
+        self._sanity = ""  # while the sanity pass runs: what error messages add to say so
         self._checked_first_batch = False
         self._last_metrics: dict = {}
         self.hosts: list[str] = [os.uname().nodename]
@@ -287,6 +293,7 @@ class Trainer:
             if self.schedule.warning:
                 self.log(self.schedule.warning)
             self.schedule.check_length(cfg.epochs, self._steps_in_epoch() // cfg.accumulate)
+            self.sanity_check()
             while self.epoch < cfg.epochs and self.stop_status is None:
                 epoch_start = time.time()
                 # Train one epoch; stops requested mid-epoch end it early.
@@ -303,8 +310,6 @@ class Trainer:
                     self.log(f"epoch {self.epoch + 1}: the monitored {cfg.monitor} is NaN; it counts as no improvement ({kept})")
                 lr = self._lr()  # the rate this epoch trained at, before the scheduler moves it on
                 self.schedule.after_epoch(metrics)
-                # Test inference feeds Socket.process (TensorBoard images and texts).
-                self.test_inference()
                 self.emit(EpochEnd(epoch=self.epoch, step=self.step, train_loss=train_loss, metrics=metrics,
                                    train_metrics=train_metrics, lr=lr, duration=time.time() - epoch_start,
                                    best={"value": self.monitor.best, "epoch": self.monitor.best_epoch}))
@@ -315,6 +320,9 @@ class Trainer:
                 if self.policy is not None:  # fsynced and renamed in the background while the next epoch starts
                     self.save(self.policy.at_epoch_end(self.epoch - 1, improved, last), background=True)
                     self.policy.prune(self.epoch - 1)
+                # Test inference feeds Socket.process (TensorBoard images and texts); after the checkpoint, so a bug
+                # in process costs no epoch.
+                self.test_inference(self.epoch - 1)
                 # Stop early when the monitored metric has stalled, or a stop asked to finish the epoch.
                 if self.monitor.should_stop:
                     self.stop_status = "early_stopped"
@@ -341,6 +349,8 @@ class Trainer:
         self.loaders["train"].generator.manual_seed(cfg.seed + self.epoch)
         network.eval()  # frozen modules (BatchNorm statistics, dropout) stay as they are
         socket.train_modules.train()
+        for module in self._holds_training:  # and the modules holding them say they train, as model code expects
+            module.training = True
         steps_in_epoch = self._steps_in_epoch()
         if self.epoch_step == 0:
             self._epoch_loss.zero_()
@@ -417,6 +427,22 @@ class Trainer:
         loss = torch.tensor([self._epoch_loss.item() / done], dtype=torch.float64)
         return float(self.dist.allreduce(loss, "mean"))  # ranks saw equal shares: the mean is the epoch's, on every rank
 
+    def sanity_check(self) -> None:
+        """All ranks: --sanity-batches validation batches through Socket.metrics and one test batch through
+        Socket.process before training (Lightning's sanity check). Nothing is logged or kept, and the random
+        state is put back, so the run is the one it would be without it."""
+        batches, cap = self.config.sanity_batches, self.config.max_valid_iterations
+        if batches <= 0:
+            return
+        rng = _rng_state()
+        self._sanity = f", in the sanity pass before training ({batches} validation batches; --sanity-batches 0 skips it)"
+        try:
+            self.evaluate("valid", batches if cap < 0 else min(batches, cap))
+            self.test_inference(self.epoch, batches=1, keep=False)
+        finally:
+            self._sanity = ""
+            _set_rng_state(rng)
+
     @torch.no_grad()
     def evaluate(self, mode: str, max_iterations: int) -> dict[str, float]:
         """Socket.metrics over the whole `mode` set (all its batches at once), plus mean loss."""
@@ -453,7 +479,8 @@ class Trainer:
 
     def _metrics(self, outputs: list, targets: list, loss_sum: float, count: int) -> dict[str, float]:
         # Socket.metrics gets host tensors, as on a CPU: the 2018 metrics call .numpy(); one copy an epoch.
-        metrics = self.socket.metrics(_to_host(outputs), _to_host(targets))
+        metrics = user_code.call_user(f"computing Socket.metrics on the {mode} set{self._sanity}", self.socket.metrics,
+                                      _to_host(outputs), _to_host(targets))
         result = user_code.metric_values(metrics, self.model.path)
         result.setdefault("loss", loss_sum / max(1, count))
         if self.config.monitor not in result:
@@ -499,20 +526,29 @@ class Trainer:
         return share_from_rank_zero(self.dist, metrics)
 
     @torch.no_grad()
-    def test_inference(self) -> None:
+    def test_inference(self, epoch: int, batches: int = -1, keep: bool = True) -> None:
+        """Socket.process on the test set's batches (rank 0); its results go to the callbacks as epoch `epoch`'s
+        (`keep`), or are only checked. `batches`: at most this many (-1: --max-test-iterations)."""
         loader = self.loaders.get("test")
-        if loader is None or not self.model.has_process or self.config.max_test_iterations == 0 or not self.dist.is_global_zero:
+        batches = self.config.max_test_iterations if batches < 0 else batches
+        if loader is None or not self.model.has_process or batches == 0 or not self.dist.is_global_zero:
             return  # its results go to TensorBoard, which rank 0 alone writes
         self.network.eval()
         self.phase = "running test inference"
         for i, (inputs, _) in enumerate(self._batches("test")):
             self.heartbeat = time.perf_counter()
-            if 0 <= self.config.max_test_iterations <= i:
+            if 0 <= batches <= i:
                 break
             inputs = _to_device(inputs, self.device)
-            result = self.socket.process(inputs, self.network(inputs))
+            outputs = self.network(inputs)
+            when = self._sanity or f" after epoch {epoch + 1} (its checkpoint is saved)"
+            result = user_code.call_user(f"running Socket.process on test batch {i + 1}{when}", self.socket.process,
+                                         inputs, outputs)
+            if not keep:
+                user_code.check_processed(result, self.model.path)
+                continue
             for callback in self.callbacks:
-                callback.processed(self.epoch, i, result)
+                callback.processed(epoch, i, result)
 
     # -- control --------------------------------------------------------------------------
 

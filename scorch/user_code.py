@@ -331,6 +331,13 @@ def _numbers(value: Any) -> list[float] | None:
     return None
 
 
+def check_processed(result: Any, path: str) -> None:
+    """Socket.process returns None or {"images": {tag: tensor}, "texts": {tag: str}, "scalars": {tag: number}}."""
+    if result and not isinstance(result, dict):
+        raise ScorchError(f"{path + ': ' if path else ''}Socket.process must return a dict like {{'images': {{tag: tensor}}, 'texts': "
+                          f"{{tag: str}}}}, found {_kind(result)}")
+
+
 def _shapes(part: Any) -> list:
     return [tuple(x.shape) if hasattr(x, "shape") else type(x).__name__ for x in part]
 

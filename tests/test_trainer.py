@@ -137,8 +137,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys)
     err = capsys.readouterr().err
     # THEN it stops non-zero naming the epoch and step, and the epoch-1 checkpoint still loads, finite
     assert code == 4
-    # (13 training and 2 validation batches an epoch: call 21 is epoch 2's 6th step)
-    assert "loss became nan at epoch 2, step 6;" in err
+    # (the sanity pass's 2 validation batches, then 13 training and 2 validation batches an epoch: call 21 is epoch 2's
+    # 4th step)
+    assert "loss became nan at epoch 2, step 4;" in err
     state = load(tmp_path / "run/checkpoints/last.pt")
     assert state["epoch"] == 1 and all(torch.isfinite(t).all() for t in state["model_state"].values())
     ended = read_events(tmp_path / "run")[-1]
@@ -160,7 +161,7 @@ def test_on_nan_skip_skips_bad_batches(tmp_path):
     state = load(tmp_path / "run/checkpoints/last.pt")
     assert all(torch.isfinite(t).all() for t in state["model_state"].values())
     skipped = [e for e in read_events(tmp_path / "run") if e["type"] == "log" and "skipped batch" in e["message"]]
-    assert len(skipped) == 2  # 13 batches a run, every 5th call is inf (calls 5 and 10)
+    assert len(skipped) == 3  # the sanity pass's 2 calls, then 13 batches (calls 3-15): every 5th is inf (5, 10, 15)
 
 
 def test_early_stopping_ends_the_run(tmp_path):

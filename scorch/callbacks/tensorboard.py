@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from scorch.callbacks import Callback
-from scorch.errors import ScorchError
+from scorch.user_code import check_processed
 from scorch.telemetry.protocol import EpochEnd, Event, Step
 
 
@@ -33,11 +33,7 @@ class TensorBoardLog(Callback):
         """Socket.process returns {"images": {tag: CHW/HW tensor}, "texts": {tag: str}, "scalars": {tag: number}}."""
         if not result:
             return
-        if not isinstance(result, dict):
-            raise ScorchError(
-                "Socket.process must return a dict like {'images': {tag: tensor}, 'texts': {tag: str}}, "
-                f"found {type(result).__name__}"
-            )
+        check_processed(result, "")
         for tag, image in (result.get("images") or {}).items():
             image = image.detach().cpu() if hasattr(image, "detach") else image
             dataformats = "HW" if image.ndim == 2 else "CHW"

@@ -466,7 +466,7 @@ class Trainer:
             all_targets.append(targets)
         outputs = [data.join(parts) for parts in zip(*all_outputs)]
         targets = [data.join(parts) for parts in zip(*all_targets)]
-        return self._metrics(outputs, targets, loss_sum, count)
+        return self._metrics(mode, outputs, targets, loss_sum, count)
 
     def _evaluate_batch(self, inputs: list, targets: list) -> tuple[list, list, float, int]:
         """One batch: (outputs, targets on the device, loss summed over its samples, samples)."""
@@ -477,7 +477,7 @@ class Trainer:
         n = data.batch_length(inputs, targets)
         return [o.detach() for o in outputs], targets, float(self.socket.criterion(outputs, targets)) * n, n
 
-    def _metrics(self, outputs: list, targets: list, loss_sum: float, count: int) -> dict[str, float]:
+    def _metrics(self, mode: str, outputs: list, targets: list, loss_sum: float, count: int) -> dict[str, float]:
         # Socket.metrics gets host tensors, as on a CPU: the 2018 metrics call .numpy(); one copy an epoch.
         metrics = user_code.call_user(f"computing Socket.metrics on the {mode} set{self._sanity}", self.socket.metrics,
                                       _to_host(outputs), _to_host(targets))
@@ -519,7 +519,7 @@ class Trainer:
                 joined = data.join(list(parts))
                 return joined[index] if isinstance(joined, torch.Tensor) else [joined[i] for i in index.tolist()]
 
-            return self._metrics([whole(parts) for parts in zip(*(share[1] for share in shares))],
+            return self._metrics(mode, [whole(parts) for parts in zip(*(share[1] for share in shares))],
                                  [whole(parts) for parts in zip(*(share[2] for share in shares))],
                                  sum(share[3] for share in shares), sum(share[4] for share in shares))
 

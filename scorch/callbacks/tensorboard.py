@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from scorch.callbacks import Callback
-from scorch.user_code import check_processed
 from scorch.telemetry.protocol import EpochEnd, Event, Step
+from scorch.user_code import check_processed
 
 
 class TensorBoardLog(Callback):

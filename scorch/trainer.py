@@ -364,6 +364,7 @@ class Trainer:
         accumulate = cfg.accumulate
         schedule_step = self.schedule.after_step if self.schedule.on_step else None
         clip, grad_norm = self.clip, None
+        extras: dict[str, Any] = {}  # the Socket's extra per-step scalars, summed over this window
         optimizer.zero_grad(set_to_none=True)
 
         for inputs, targets in self._batches("train"):
@@ -375,6 +376,9 @@ class Trainer:
             with self.autocast():
                 outputs = network(inputs)
                 loss = socket.criterion(outputs, targets)
+            extra = None
+            if type(loss) is dict:  # {"loss": what trains, other scalars: logged per step}
+                loss, extra = user_code.split_loss(loss, self.model.path)
             if not self._checked_first_batch:
                 user_code.check_outputs(outputs, self.model.path)
                 user_code.check_loss(loss, self.model.path)
@@ -385,6 +389,9 @@ class Trainer:
                 continue
             self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
             window.append(loss.detach())
+            if extra:  # summed on the device, read only with the next `step` event
+                for name, value in extra.items():
+                    extras[name] = extras[name] + value if name in extras else value
             self.epoch_step += 1
             if self.epoch_step % accumulate:
                 continue  # gradients accumulate; no optimizer step, no control at this batch
@@ -403,7 +410,9 @@ class Trainer:
                 rate = len(window) * cfg.batch_size * self.dist.size / max(now - window_start, 1e-9)
                 self.emit(Step(epoch=self.epoch, step=self.step, epoch_step=self.epoch_step,
                                steps_in_epoch=steps_in_epoch, loss=mean, rate=rate, lr=self._lr(),
-                               grad_norm=None if grad_norm is None else float(grad_norm)))
+                               grad_norm=None if grad_norm is None else float(grad_norm),
+                               scalars={name: float(total) / len(window) for name, total in extras.items()}))
+                extras.clear()
                 if now >= self._next_system:
                     self._sample_system((now - window_start) / len(window), data_wait / len(window))
                     self._next_system = now + SYSTEM_EVENT_INTERVAL
@@ -475,7 +484,10 @@ class Trainer:
         outputs = self.network(inputs)
         user_code.check_outputs(outputs, self.model.path)
         n = data.batch_length(inputs, targets)
-        return [o.detach() for o in outputs], targets, float(self.socket.criterion(outputs, targets)) * n, n
+        loss = self.socket.criterion(outputs, targets)
+        if type(loss) is dict:
+            loss = user_code.split_loss(loss, self.model.path)[0]
+        return [o.detach() for o in outputs], targets, float(loss) * n, n
 
     def _metrics(self, mode: str, outputs: list, targets: list, loss_sum: float, count: int) -> dict[str, float]:
         # Socket.metrics gets host tensors, as on a CPU: the 2018 metrics call .numpy(); one copy an epoch.

@@ -278,6 +278,25 @@ def check_loss(loss: Any, path: str) -> None:
         raise ScorchError(f"{path}: Socket.criterion returned a tensor with no gradient; compute it from the outputs")
 
 
+def split_loss(result: dict, path: str) -> tuple[Any, dict]:
+    """Socket.criterion's dict: the loss to train on (key 'loss'), and the other scalars to log, detached."""
+    if "loss" not in result:
+        raise ScorchError(f"{path}: Socket.criterion returned a dict with keys {sorted(map(str, result))} but no 'loss'; "
+                          "put the value to train on under 'loss' (the other keys are logged each step)")
+    extra = {}
+    for key, value in result.items():
+        if key == "loss":
+            continue
+        if hasattr(value, "detach") and value.numel() == 1:
+            extra[str(key)] = value.detach().float().reshape(())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            extra[str(key)] = float(value)
+        else:
+            raise ScorchError(f"{path}: Socket.criterion returned {key!r} as {_kind(value)}; the scalars beside 'loss' "
+                              "must be numbers or one-element tensors")
+    return result["loss"], extra
+
+
 def check_metrics(metrics: Any, path: str) -> None:
     if not isinstance(metrics, dict):
         raise ScorchError(

@@ -1,9 +1,10 @@
-"""The loop as model code expects it: `training` flags, a sanity pass before epoch 1, errors in metrics/process."""
+"""The loop as model code expects it: `training` flags, a sanity pass, errors in metrics/process, extra scalars."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import EXAMPLES, read_events, train
+from conftest import EXAMPLES, read_events, tiny_args, train
 
 DATA = ["--dataset", str(EXAMPLES / "two_inputs/dataset.py"), "--dataset-path", str(EXAMPLES),
         "--dataset-args", '{"size": 256}', "--seed", "1", "--headless", "--no-telemetry", "--no-tensorboard"]
@@ -120,3 +121,44 @@ def test_the_sanity_pass_changes_nothing_in_the_run(tmp_path):
     a = torch.load(tmp_path / "with/checkpoints/last.pt", weights_only=False)["model_state"]
     b = torch.load(tmp_path / "without/checkpoints/last.pt", weights_only=False)["model_state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def two_inputs_with(tmp_path, returned: str) -> str:
+    source = (EXAMPLES / "two_inputs/model.py").read_text().replace(
+        "return torch.nn.functional.cross_entropy(outputs[0], targets[0]) + torch.nn.functional.mse_loss(outputs[1], targets[1])",
+        "ce = torch.nn.functional.cross_entropy(outputs[0], targets[0])\n"
+        "        mse = torch.nn.functional.mse_loss(outputs[1], targets[1])\n"
+        f"        return {returned}")
+    path = tmp_path / f"model_{abs(hash(returned))}.py"
+    path.write_text(source)
+    return str(path)
+
+
+def test_extra_scalars_from_criterion_reach_step_events_and_tensorboard(tmp_path):
+    # GIVEN a criterion returning {"loss": ..., "ce": ..., "mse": ...}, and the same one returning the sum alone
+    for name, returned in (("dict", '{"loss": ce + mse, "ce": ce, "mse": mse, "three": 3}'), ("plain", "ce + mse")):
+        args = tiny_args(tmp_path / name, "--epochs", "1", "--no-telemetry")
+        args[args.index("--model") + 1] = two_inputs_with(tmp_path, returned)
+        assert train(args) == 0
+    # THEN it trains on 'loss' alone: the same weights, bit for bit
+    a = torch.load(tmp_path / "dict/checkpoints/last.pt", weights_only=False)["model_state"]
+    b = torch.load(tmp_path / "plain/checkpoints/last.pt", weights_only=False)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # AND every step event carries the window means of the others, which add up to its loss
+    steps = [e for e in read_events(tmp_path / "dict") if e["type"] == "step"]
+    assert steps and all(set(e["scalars"]) == {"ce", "mse", "three"} for e in steps)
+    assert all(e["scalars"]["ce"] + e["scalars"]["mse"] == pytest.approx(e["loss"], rel=1e-5) for e in steps)
+    assert {e["scalars"]["three"] for e in steps} == {3.0}
+    # AND TensorBoard has them against the step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "dict/tensorboard"))
+    acc.Reload()
+    assert [s.step for s in acc.Scalars("train/ce_step")] == [e["step"] for e in steps]
+
+
+def test_a_criterion_dict_without_loss_is_explained(tmp_path, capsys):
+    args = tiny_args(tmp_path / "run", "--epochs", "1")
+    args[args.index("--model") + 1] = two_inputs_with(tmp_path, '{"ce": ce, "mse": mse}')
+    assert train(args) == 2
+    assert "Socket.criterion returned a dict with keys ['ce', 'mse'] but no 'loss'" in capsys.readouterr().err

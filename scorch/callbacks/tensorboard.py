@@ -21,6 +21,8 @@ class TensorBoardLog(Callback):
             self.writer.add_scalar("train/lr", event.lr, event.step)  # per step: per-step schedules show their shape
             if event.grad_norm is not None:
                 self.writer.add_scalar("train/grad_norm", event.grad_norm, event.step)
+            for name, value in event.scalars.items():
+                self.writer.add_scalar(f"train/{name}_step", value, event.step)
         elif isinstance(event, EpochEnd):
             epoch = event.epoch + 1
             self.writer.add_scalar("train/loss", event.train_loss, epoch)

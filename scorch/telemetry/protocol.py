@@ -139,6 +139,7 @@ class Step(Event):
     rate: float = 0.0
     lr: float = 0.0
     grad_norm: float | None = None  # total norm of the last step's gradients before clipping (with --clip-grad-norm)
+    scalars: dict = field(default_factory=dict)  # the Socket's own per-step values (criterion's dict), window means
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,11 @@ STALL_FLOOR = 10.0
 STALL_STEPS = 5
 # The one state the header leads with (design: "Readers derive one state").
 STALLED = "stalled"
+RATE_SECONDS = 20.0  # speed (samples/s, it/s) is measured over the step events of this many seconds
+# A rank is "slowest" only when its step time is this much above the others' median, in this many system samples
+# running: 2-6 % differences between ranks are noise, not a straggler.
+SLOWEST_MARGIN = 1.2
+SLOWEST_SAMPLES = 3
 
 
 @dataclass
@@ -105,6 +110,7 @@ class RankUsage:
     step_time: float | None = None
     data_time: float | None = None
     gpus: list = field(default_factory=list)
+    state: str = ""  # from the per-rank channel: live | silent | ended | unreachable ("" without one)
 
 
 class RunModel:
@@ -145,7 +151,7 @@ class RunModel:
         self.lr: float | None = None
         self.grad_norm: float | None = None  # before clipping, when the run clips or logs it
         self.loss: float | None = None  # latest training loss (step window)
-        self._rate_window: deque[tuple[float, int]] = deque(maxlen=20)
+        self._rate_window: deque[tuple[float, int, int, float]] = deque()  # (time, step, epoch, rate): RATE_SECONDS
         self.epoch_durations: list[float] = []
         # Charts and table.
         self.train_loss = MinMaxSeries()  # x: global step
@@ -156,6 +162,9 @@ class RunModel:
         # Ranks.
         self.ranks: list[RankUsage] = []
         self.slowest: int | None = None
+        self._slow_streak: tuple[int | None, int] = (None, 0)  # (rank, system samples it has been slowest in)
+        self.silent_ranks: list[int] = []  # ranks the per-rank channel says have gone quiet (stopped, stuck, gone)
+        self.stop_pending = False  # a stop after this epoch was applied: the run ends at the epoch's end
         # Events and commands.
         self.notes: deque[Note] = deque(maxlen=RECENT)
         self.notes_total = 0
@@ -240,6 +249,7 @@ class RunModel:
             self.end_reason = ev.reason
             self.ended = ev.time or self.ended
             level = {"completed": "good", "failed": "error"}.get(ev.status, "warning")
+            self.stop_pending = False
             self._note(ev.time, "ended", f"run ended: {ev.status.replace('_', ' ')}" + (f" ({ev.reason})" if ev.reason else ""),
                        level)
         elif isinstance(ev, RunStarted):
@@ -264,7 +274,8 @@ class RunModel:
         self.ended = None
         self.end_reason = ""
         self.epoch = self.epochs_done = max(self.epochs_done, ev.start_epoch)
-        self._rate_window.clear()
+        self._rate_window.clear()  # a resume: the gap since the last process is not training time
+        self.stop_pending = False
         resumed = f" (resumed from {_short_path(ev.resumed_from)})" if ev.resumed_from else ""
         self._note(ev.time, "log", f"run started: {self.world_size} rank{'s' if self.world_size != 1 else ''} on "
                    f"{', '.join(dict.fromkeys(self.hosts)) or '?'}, {ev.device}{resumed}")
@@ -279,8 +290,11 @@ class RunModel:
         self.grad_norm = ev.grad_norm
         self.loss = ev.loss
         self.train_loss.append(ev.step, ev.loss)
-        if ev.time:
-            self._rate_window.append((ev.time, ev.step))
+        if ev.time:  # kept across epoch boundaries: the speed does not restart each epoch
+            window = self._rate_window
+            window.append((ev.time, ev.step, ev.epoch, ev.rate))
+            while window[0][0] < ev.time - RATE_SECONDS:
+                window.popleft()
 
     def _epoch_end(self, ev: EpochEnd) -> None:
         epoch = ev.epoch + 1  # shown 1-based
@@ -328,15 +342,30 @@ class RunModel:
                 rank=int(entry.get("rank", len(ranks))), host=str(entry.get("host", "")), cpu=_num(entry.get("cpu")),
                 ram=_num(entry.get("ram")), ram_total=_num(entry.get("ram_total")), step_time=_num(entry.get("step_time")),
                 data_time=_num(entry.get("data_time")),
-                gpus=[g for g in entry.get("gpus") or [] if isinstance(g, dict)]))
+                gpus=[g for g in entry.get("gpus") or [] if isinstance(g, dict)], state=str(entry.get("state") or "")))
         self.ranks = sorted(ranks, key=lambda r: r.rank)
+        self.silent_ranks = [r.rank for r in self.ranks if r.state == "silent"]
+        self.slowest = self._straggler()
+
+    def _straggler(self) -> int | None:
+        """The rank every other waits for: clearly slower than the others' median, several samples running."""
         timed = [r for r in self.ranks if r.step_time is not None]
-        self.slowest = max(timed, key=lambda r: r.step_time).rank if len(timed) > 1 else None
+        candidate = None
+        if len(timed) > 1:
+            slowest = max(timed, key=lambda r: r.step_time)
+            others = sorted(r.step_time for r in timed if r is not slowest)
+            median = others[len(others) // 2] if len(others) % 2 else (others[len(others) // 2 - 1] + others[len(others) // 2]) / 2
+            if slowest.step_time >= SLOWEST_MARGIN * median:
+                candidate = slowest.rank
+        rank, count = self._slow_streak
+        self._slow_streak = (candidate, count + 1 if candidate == rank else 1)
+        return candidate if candidate is not None and self._slow_streak[1] >= SLOWEST_SAMPLES else None
 
     def _command(self, ev: Command) -> None:
         what = ev.command + (" after this epoch" if ev.after_epoch else "")
         if ev.status == "applied":
             self.pending_commands.pop(ev.id, None)
+            self.stop_pending = self.stop_pending or (ev.command == "stop" and ev.after_epoch)
             self._note(ev.time, "command", f"{what} applied" + (f" {ev.reason}" if ev.reason else ""), "good")
         elif ev.status == "refused":
             self._note(ev.time, "command", f"{what} refused: {ev.reason}", "warning")
@@ -422,14 +451,27 @@ class RunModel:
         """What rank 0 is doing, from the heartbeat: training, validating, checkpointing, ... ("" when unknown)."""
         return self.beat.phase if self.beat is not None and self.state == "running" else ""
 
+    def _training_intervals(self) -> list[tuple[float, int, float]]:
+        """(seconds, steps, samples/s) between consecutive step events of one epoch, over the last RATE_SECONDS:
+        the gap across an epoch's end (validation, checkpoint) is not training time, so it is left out."""
+        window = list(self._rate_window)
+        return [(t1 - t0, s1 - s0, r1) for (t0, s0, e0, _), (t1, s1, e1, r1) in zip(window, window[1:])
+                if e1 == e0 and t1 > t0 and s1 > s0]
+
     def steps_per_second(self) -> float | None:
-        if len(self._rate_window) >= 2:
-            (t0, s0), (t1, s1) = self._rate_window[0], self._rate_window[-1]
-            if t1 > t0 and s1 > s0:
-                return (s1 - s0) / (t1 - t0)
+        intervals = self._training_intervals()
+        if intervals:
+            return sum(steps for _, steps, _ in intervals) / sum(dt for dt, _, _ in intervals)
         if self.rate and self.batch_size:
             return self.rate / (self.batch_size * max(1, self.world_size))
         return None
+
+    def samples_per_second(self) -> float | None:
+        """The run's own samples/s figures, time-weighted over the window (one short window does not swing it)."""
+        intervals = self._training_intervals()
+        if intervals:
+            return sum(dt * rate for dt, _, rate in intervals) / sum(dt for dt, _, _ in intervals)
+        return self.rate or None
 
     def eta(self) -> float | None:
         """Seconds left: the rest of this epoch at the step rate, the other epochs at their measured length."""

@@ -49,7 +49,8 @@ async def test_a_whole_run_moves_every_panel():
         assert "━ train" in str(app.run_screen.query_one(ChartGrid).charts["loss"].border_title)
 
         # WHEN the epoch ends with metrics and system figures
-        source.feed(*run.steps_of(0, 100)[6:], *run.system(slow_rank=2), *run.epoch_end(0))
+        source.feed(*run.steps_of(0, 100)[6:], *run.system(slow_rank=2), *run.system(slow_rank=2),
+                    *run.system(slow_rank=2), *run.epoch_end(0))  # a straggler is one that stays slow
         await settle(pilot)
         text = app.export_text()
         # THEN the table shows each metric's last and best with its epoch; main is shown once, as accuracy

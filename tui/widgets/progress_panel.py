@@ -35,7 +35,7 @@ class ProgressPanel(Static):
         step_tail = Text(f" {step_fraction * 100:3.0f}%")
         between = model.phase in BETWEEN_STEPS
         if model.looks_live and not between:  # an ended, dead or stalled run has no speed to show
-            step_tail.append(f"  {rate(model.rate)}")
+            step_tail.append(f"  {rate(model.samples_per_second())}")
             step_tail.append(" samples/s", style="dim")
             sps = model.steps_per_second()
             if sps:

@@ -66,6 +66,10 @@ def rank_table(ranks: list[RankUsage], slowest: int | None, wide: bool) -> Table
             row += [f"{gpu['temp']:.0f}°C" if isinstance(gpu.get("temp"), (int, float)) else "-", _seconds(r.data_time)]
         row.append(_seconds(r.step_time))
         is_slowest = r.rank == slowest
+        if r.state == "silent":  # the per-rank channel has heard nothing from it: stopped, stuck or gone
+            row.append(Text("silent", style="bold red"))
+            table.add_row(*row, style="red")
+            continue
         row.append(Text("◀ slowest" if wide else "◀", style="bold yellow") if is_slowest else "")
         table.add_row(*row, style="yellow" if is_slowest else None)
     return table

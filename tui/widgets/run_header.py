@@ -47,7 +47,10 @@ class RunHeader(Static):
         lead.append(" ")
         if shown == STALLED:
             lead.append(f"no step for {duration(model.progress_age())}", style="bold dark_orange")
-            if model.phase and model.phase != "training":
+            if model.silent_ranks:  # the per-rank channel knows who everyone waits for
+                silent = ", ".join(str(r) for r in model.silent_ranks)
+                lead.append(f" (rank{'s' if len(model.silent_ranks) > 1 else ''} {silent} silent)", style="dark_orange")
+            elif model.phase and model.phase != "training":
                 lead.append(f" ({model.phase})", style="dark_orange")
             if model.connection == RECONNECTING and model.last_heard() is not None:  # rank 0 itself is silent
                 lead.append(f", silent for {duration(model.last_heard())}", style="yellow")
@@ -61,6 +64,8 @@ class RunHeader(Static):
             lead.append(f"last heard {duration(model.last_heard())} ago", style="yellow")
         else:
             lead.append_text(state_label(model.state))
+            if model.stop_pending and model.state == "running":
+                lead.append(" · stops after this epoch", style="bold yellow")
         return lead
 
     def on_resize(self) -> None:

@@ -39,6 +39,9 @@ class TrainConfig:
     max_valid_iterations: int = opt(-1, "cap on validation batches per epoch (-1: all)")
     max_test_iterations: int = opt(-1, "cap on test batches per epoch (-1: all; 0: skip test inference)")
     validate_on_train: bool = opt(False, "also compute the metrics on the training set each epoch")
+    valid: str = opt("whole", "validation metrics: whole (Socket.metrics sees every output of the set at once; exact for any "
+                     "metric) or streaming (Socket.metric_state per batch, summed: memory of one batch; for large sets)",
+                     choices=("whole", "streaming"))
     sanity_batches: int = opt(2, "before training, run N validation batches through Socket.metrics and one test batch "
                               "through Socket.process, so a bug there shows in seconds, not after an epoch (0: skip)")
     seed: int = opt(-1, "random seed for torch, numpy, random and shuffling (-1: pick one and record it)")

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, default_collate
 
 from scorch import checkpoint as ckpt
-from scorch import data, user_code
+from scorch import data, streaming, user_code
 from scorch.callbacks import Callback
 from scorch.callbacks.early_stopping import Monitor, better_mode
 from scorch.config import TrainConfig
@@ -461,6 +461,8 @@ class Trainer:
             return {}
         self.network.eval()
         self.phase = f"validating on the {mode} set"
+        if self.config.valid == "streaming":
+            return self._evaluate_streaming(mode, loader, max_iterations)
         if self.dist.size > 1:
             return self._evaluate_gathered(mode, loader, max_iterations)
         all_outputs: list[list[torch.Tensor]] = []
@@ -493,11 +495,33 @@ class Trainer:
         # Socket.metrics gets host tensors, as on a CPU: the 2018 metrics call .numpy(); one copy an epoch.
         metrics = user_code.call_user(f"computing Socket.metrics on the {mode} set{self._sanity}", self.socket.metrics,
                                       _to_host(outputs), _to_host(targets))
+        return self._checked_metrics(metrics, loss_sum, count)
+
+    def _checked_metrics(self, metrics: Any, loss_sum: float, count: int) -> dict[str, float]:
         result = user_code.metric_values(metrics, self.model.path)
         result.setdefault("loss", loss_sum / max(1, count))
         if self.config.monitor not in result:
             raise ScorchError(f"--monitor {self.config.monitor}: the validation metrics are {sorted(result)}; pick one of them")
         return result
+
+    def _evaluate_streaming(self, mode: str, loader: DataLoader, max_iterations: int) -> dict[str, float]:
+        """All ranks: each rank its share, one batch at a time, through Socket.metric_state; the states summed
+        over batches and ranks (scorch/streaming.py), then Socket.metrics_from_state. Memory: one batch."""
+        state = streaming.StreamingState()
+        for i, (inputs, targets) in enumerate(self._batches(mode, loader)):
+            if 0 <= max_iterations <= i:
+                break
+            outputs, targets, loss, n = self._evaluate_batch(inputs, targets)
+            batch = user_code.call_user(f"computing Socket.metric_state on the {mode} set{self._sanity}",
+                                        self.socket.metric_state, outputs, targets)
+            user_code.check_metric_state(batch, self.model.path)
+            state.add({**batch, streaming.LOSS_SUM: loss, streaming.COUNT: n}, self.device)
+        total = streaming.reduce_sums(self.dist, state.sums)
+        loss_sum, count = float(total.pop(streaming.LOSS_SUM, 0.0)), int(total.pop(streaming.COUNT, 0))
+        finish = getattr(self.socket, "metrics_from_state", None)
+        metrics = total if finish is None else user_code.call_user(
+            f"computing Socket.metrics_from_state on the {mode} set{self._sanity}", finish, total)
+        return self._checked_metrics(metrics, loss_sum, count)
 
     def _evaluate_gathered(self, mode: str, loader: DataLoader, max_iterations: int) -> dict[str, float]:
         """All ranks: each rank's share, batch by batch, gathered to rank 0 alone (dataset order restored), so
@@ -941,6 +965,10 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
                      // config.accumulate)
     _seed_everything(config.seed)  # the Network's initial weights stay what a seed gave before the data moved first
     model = user_code.load_model(config.model, config.model_args, facts)
+    if config.valid == "streaming" and not callable(getattr(model.socket, "metric_state", None)):
+        raise ScorchError(f"--valid streaming: {config.model}: Socket has no metric_state(outputs, targets); add one that "
+                          "returns a batch's sums and counts, e.g. {'correct': (out.argmax(1) == y).sum(), 'seen': len(y)}, "
+                          "and metrics_from_state(state) to turn their totals into metrics (README: streaming validation)")
 
     run = None
     callbacks: list[Callback] = []

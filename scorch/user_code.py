@@ -297,6 +297,22 @@ def split_loss(result: dict, path: str) -> tuple[Any, dict]:
     return result["loss"], extra
 
 
+def check_metric_state(state: Any, path: str) -> None:
+    """Socket.metric_state returns {name: number or numeric tensor}: the batch's sums and counts."""
+    import numbers
+
+    if not isinstance(state, dict):
+        raise ScorchError(f"{path}: Socket.metric_state must return a dict of sums and counts, e.g. "
+                          f"{{'correct': 3, 'seen': 8}}; found {_kind(state)}")
+    for key, value in state.items():
+        dtype = getattr(value, "dtype", None)
+        ok = isinstance(value, numbers.Real) or (dtype is not None and (
+            getattr(dtype, "kind", "") in "biuf" if hasattr(dtype, "kind") else not dtype.is_complex))  # numpy | torch
+        if not isinstance(key, str) or not ok:
+            raise ScorchError(f"{path}: Socket.metric_state returned {key!r} as {_kind(value)}; each value must be a "
+                              "number or a numeric tensor (summed over batches and ranks)")
+
+
 def check_metrics(metrics: Any, path: str) -> None:
     if not isinstance(metrics, dict):
         raise ScorchError(

@@ -104,3 +104,25 @@ def expected_valid_tokens() -> int:
     module = types.ModuleType("sequences")
     exec(SEQUENCES, module.__dict__)
     return sum(len(s) for s in module.DataSetIndex(".").sequences[80:110])
+
+
+def test_two_ranks_streaming_equals_two_ranks_whole_set(tmp_path):
+    # GIVEN the same 2-rank run validated over the whole set (gathered to rank 0) and streaming (summed states)
+    from conftest import EXAMPLES
+    from test_streaming import STATE
+
+    (tmp_path / "model.py").write_text((EXAMPLES / "two_inputs/model.py").read_text() + STATE)
+    metrics = {}
+    for name in ("whole", "streaming"):
+        run_dir = tmp_path / name
+        code, out = launch(torchrun("--model", str(tmp_path / "model.py"), "--dataset", str(EXAMPLES / "two_inputs/dataset.py"),
+                                    "--dataset-path", str(EXAMPLES), "--dataset-args", '{"size": 700}', "--batch-size", "16",
+                                    "--epochs", "1", "--seed", "1", "--headless", "--no-telemetry", "--no-tensorboard",
+                                    "--valid", name, "--run-dir", str(run_dir)))
+        assert code == 0, out[-3000:]
+        metrics[name] = next(e["metrics"] for e in read_events(run_dir) if e["type"] == "epoch_end")
+    # THEN the 70 validation samples were counted once each, and every count agrees exactly
+    whole, streamed = metrics["whole"], metrics["streaming"]
+    assert streamed["seen"] == whole["seen"] == 70.0
+    assert all(streamed[k] == whole[k] for k in ("main", "per_class/0", "per_class/1", "per_class/2", "per_class/3"))
+    assert streamed["loss"] == pytest.approx(whole["loss"], rel=1e-6)

@@ -18,7 +18,7 @@ through Socket.process when the model has one, checkpoint last.pt and best.pt):
                    that subscribes, says hello and reads every event until run_ended
   scorch-defaults  (opt-in) scorch-train's defaults: telemetry, TensorBoard, subscriber
   live-torch-collate  (opt-in) scorch-live with torch's default_collate in place of
-                   scorch.trainer.collate: scorch's loop without its faster collate
+                   scorch.batches.collate: scorch's loop without its faster collate
   lightning        the same job as a LightningModule (when `lightning` is installed:
                    pip install -e .[bench]); no logger, no progress bar, no model summary
                    or sanity check; the epoch's loss summed on the device as in the plain
@@ -413,10 +413,11 @@ def run_child(variant: str, job: Job, run_dir: str, out: str, ready: str, thread
     else:
         live = variant in SUBSCRIBED
         if variant == "live-torch-collate":
-            import scorch.trainer
             from torch.utils.data import default_collate
 
-            scorch.trainer.collate = default_collate  # build() below makes the loaders with it
+            import scorch.batches
+
+            scorch.batches.collate = default_collate  # build() below makes the loaders with it
         trainer = _scorch_trainer(job, run_dir, telemetry=live, tensorboard=variant == "scorch-defaults")
         try:
             clock = StepClock(trainer.network)

@@ -15,7 +15,7 @@ is read from the run's own `step` events, from the first to the last: start-up
 configuration runs `--rounds` times, the order rotating, and the table shows
 the median, so a busy machine slows every configuration alike.
 
-`--agreement` measures what the ranks' agreement (scorch.trainer.SYNC_SECONDS)
+`--agreement` measures what the ranks' agreement (scorch.agreement.SYNC_SECONDS)
 costs: the tiny two-input network's training step (width 32, batch 16: so
 short that per-step costs show) on 2 ranks under mpirun, with the agreement's
 collective every 1, 8, 32 steps or never, the strides taking turns in blocks
@@ -162,7 +162,7 @@ def agreement(args: argparse.Namespace) -> None:
 
 def agreement_worker(blocks: int, block: int = 32) -> None:
     """The training step of the tiny two-input network (batch 16, gradients averaged by Horovod), with
-    the agreement's collective (`allgather_object` of a tiny object, as `Trainer.agree` sends) every
+    the agreement's collective (`allgather_object` of a tiny object, as `Agreement.agree` sends) every
     1, 8, 32 steps or never. The strides take turns in blocks of 32 steps, many times, inside the same
     two processes: a busy machine slows every stride alike, and the medians compare like with like."""
     import torch

@@ -30,13 +30,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from scorch.callbacks.jsonl import JsonlLog  # noqa: E402
+from scorch.emitter import Emitter  # noqa: E402
 from scorch.run_folder import RunFolder  # noqa: E402
 from scorch.telemetry.client import RunClient  # noqa: E402
 from scorch.telemetry.control import Control  # noqa: E402
@@ -68,35 +68,28 @@ client.close()
 
 
 class Run:
-    """A run folder with events.jsonl and a Publisher, numbered like Trainer.emit."""
+    """A run folder with events.jsonl and a Publisher, numbered by the trainer's own Emitter."""
 
     def __init__(self, path: str, queue_size: int) -> None:
         self.folder = RunFolder(path)
         self.folder.create(reuse=False)
         self.folder.write_info(state="running")
         self.log = JsonlLog(self.folder.events_path)
-        self.seq = 0
-        self.lock = threading.RLock()
-        self.publisher = None
+        self.emitter = Emitter([self.log])
         self.publisher = Publisher(self.folder, Control(), self.emit, queue_size=queue_size)
+        self.emitter.callbacks.append(self.publisher)
 
     def emit(self, event: Event) -> None:
-        with self.lock:
-            self.seq += 1
-            event = event.stamped(self.seq)
-            self.log.event(event)
-            if self.publisher is not None:
-                self.publisher.event(event)
+        self.emitter.emit(event)
 
     def wait_published(self, timeout: float = 600) -> float:
         start = time.perf_counter()
-        while self.publisher.history.last_seq < self.seq and time.perf_counter() - start < timeout:
+        while self.publisher.history.last_seq < self.emitter.seq and time.perf_counter() - start < timeout:
             time.sleep(0.005)
         return time.perf_counter()
 
     def close(self) -> None:
-        self.publisher.close()
-        self.log.close()
+        self.emitter.close()
 
 
 def step(i: int) -> Step:
@@ -112,7 +105,7 @@ def bench_publish_cost(tmp: str, n: int) -> list[tuple[str, str]]:
         for ev in events:
             event(ev)
         handoff = (time.perf_counter_ns() - start) / n / 1000
-        run.seq = n
+        run.emitter.seq = n
         run.wait_published()
         samples = []
         for ev in events[: n // 10]:

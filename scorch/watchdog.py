@@ -2,7 +2,7 @@
 
 Without it a rank stuck in user code (a hung file system, a dead lock) leaves every
 other rank waiting in a collective forever. The training thread only stores a
-timestamp per step (`Trainer.heartbeat`); this thread does the checking.
+timestamp per step (`LoopState.beat`); this thread does the checking.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from scorch.trainer import LoopState
 
 EXIT_STALLED = 6
 STUCK_RANK_GRACE = 3.0  # seconds a rank waiting in a collective stays, after its report, for the stuck rank's report
@@ -34,34 +37,36 @@ def in_collective(stack: str) -> bool:
     return any(name in stack for name in COLLECTIVE_MARKS)
 
 
-def activity(trainer: Any, thread: threading.Thread) -> tuple[float, str]:
+def activity(state: LoopState, ranks: int, thread: threading.Thread) -> tuple[float, str]:
     """(seconds since the last sign of progress, what the training thread is doing), for the PUB heartbeat.
 
-    Progress is a training step or an evaluation batch (`Trainer.heartbeat`). The
+    Progress is a training step or an evaluation batch (`LoopState.beat`). The
     phase is one word a reader can show: starting, training, validating, testing,
     checkpointing, or "waiting for other ranks" when progress is overdue and the
     stack is in a collective. Runs on the publisher thread once a second; the
     stack is read only when progress is overdue, so a steady loop pays nothing.
     """
-    age = max(0.0, time.perf_counter() - trainer.heartbeat)
-    phase = str(trainer.phase)
+    age = max(0.0, time.perf_counter() - state.beat)
+    phase = str(state.phase)
     word = ("checkpointing" if phase.startswith("saving") else "validating" if phase.startswith("validating")
             else "testing" if "test" in phase else phase)
-    if age > WAITING_AFTER and getattr(trainer.dist, "size", 1) > 1 and in_collective(where(thread)):
+    if age > WAITING_AFTER and ranks > 1 and in_collective(where(thread)):
         word = "waiting for other ranks"
     return age, word
 
 
 class StallWatchdog:
-    def __init__(self, trainer: Any, timeout: float) -> None:
-        self.trainer = trainer
-        self.timeout = timeout
+    """Watches `state` (the loop's beat, phase, epoch and step) of rank `rank`; on a stall, reports where
+    the training thread is, calls `on_stall(reason)` (end the run, close its sinks) and exits the process."""
+
+    def __init__(self, state: LoopState, rank: int, timeout: float, on_stall: Callable[[str], None]) -> None:
+        self.state, self.rank, self.timeout, self.on_stall = state, rank, timeout, on_stall
         self.watched = threading.current_thread()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="scorch-watchdog", daemon=True)
 
     def start(self) -> None:
-        self.trainer.heartbeat = time.perf_counter()
+        self.state.beat = time.perf_counter()
         self._thread.start()
 
     def stop(self) -> None:
@@ -71,22 +76,21 @@ class StallWatchdog:
 
     def _watch(self) -> None:
         while not self._stop.wait(min(1.0, self.timeout / 4)):
-            idle = time.perf_counter() - self.trainer.heartbeat
+            idle = time.perf_counter() - self.state.beat
             if idle > self.timeout:
                 self._stalled(idle)
 
     def _stalled(self, idle: float) -> None:
-        t = self.trainer
+        state = self.state
         stack = where(self.watched)
         waiting = in_collective(stack)
-        what = "waiting for another rank in a collective" if waiting else f"stuck while {t.phase}"
-        reason = (f"rank {t.dist.rank} made no progress for {idle:.0f} s (--stall-timeout {self.timeout:g}) "
-                  f"at epoch {t.epoch + 1}, step {t.epoch_step}: {what}")
+        what = "waiting for another rank in a collective" if waiting else f"stuck while {state.phase}"
+        reason = (f"rank {self.rank} made no progress for {idle:.0f} s (--stall-timeout {self.timeout:g}) "
+                  f"at epoch {state.epoch + 1}, step {state.epoch_step}: {what}")
         sys.stderr.write(f"scorch-train: error: {reason}; it is here:\n{stack}")
         sys.stderr.flush()
         try:
-            t.end("failed", reason, wait=5.0)
-            t.close(wait=5.0)
+            self.on_stall(reason)
             if waiting:  # the rank really stuck fires at about the same time: let it name itself before mpirun ends the job
                 time.sleep(STUCK_RANK_GRACE)
         finally:

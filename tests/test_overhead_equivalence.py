@@ -183,7 +183,7 @@ MIXED_ITEMS = {
 def test_the_training_collate_builds_what_default_collate_builds(items):
     from torch.utils.data import default_collate
 
-    from scorch.trainer import collate
+    from scorch.batches import collate
 
     # GIVEN a batch of dataset items, as the 2018 contract has them or otherwise
     # WHEN scorch's collate and torch's both build the batch
@@ -199,7 +199,7 @@ def test_the_training_collate_builds_what_default_collate_builds(items):
 def test_a_batch_the_collate_cannot_build_fails_with_torchs_own_error(items):
     from torch.utils.data import default_collate
 
-    from scorch.trainer import collate
+    from scorch.batches import collate
 
     # GIVEN items that do not batch
     with pytest.raises(Exception) as theirs:
@@ -213,7 +213,7 @@ def test_a_batch_the_collate_cannot_build_fails_with_torchs_own_error(items):
 def test_loader_workers_collate_as_torch_does():
     from torch.utils.data import DataLoader, default_collate
 
-    from scorch.trainer import collate
+    from scorch.batches import collate
 
     # GIVEN a loader with a worker process, collating with scorch's collate
     items = example_items("two_inputs", 16)

@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_args, train
 
 from scorch import dist
+from scorch.batches import EpochSampler
 from scorch.errors import ScorchError
-from scorch.trainer import EpochSampler
 
 LAUNCHER_VARS = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "WORLD_SIZE", "RANK", "HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE",
                  "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from scorch.callbacks.jsonl import JsonlLog
+from scorch.emitter import Emitter
 from scorch.run_folder import RunFolder
 from scorch.telemetry.client import RunClient
 from scorch.telemetry.control import Control
@@ -18,27 +18,23 @@ from scorch.telemetry.publisher import Publisher
 
 
 class SyntheticRun:
-    """A run folder, events.jsonl and a Publisher, with `emit` like Trainer.emit (numbered, thread-safe)."""
+    """A run folder, events.jsonl and a Publisher, numbered by the trainer's own Emitter (thread-safe)."""
 
     def __init__(self, path: Path, resume: bool = False, **publisher_args: Any) -> None:
         self.folder = RunFolder(str(path))
         self.folder.create(reuse=resume)
         self.folder.write_info(name=path.name, state="running", pid=os.getpid())
-        self.log = JsonlLog(self.folder.events_path)
         self.control = Control()
-        self.seq = self.folder.last_seq()  # a resumed run numbers on, like the trainer
-        self._lock = threading.RLock()
-        self.publisher: Publisher | None = None
+        self.emitter = Emitter([JsonlLog(self.folder.events_path)], seq=self.folder.last_seq())  # a resumed run numbers on
         self.publisher = Publisher(self.folder, self.control, self.emit, **publisher_args)
+        self.emitter.callbacks.append(self.publisher)
+
+    @property
+    def seq(self) -> int:
+        return self.emitter.seq
 
     def emit(self, event: Event) -> Event:
-        with self._lock:
-            self.seq += 1
-            event = event.stamped(self.seq)
-            self.log.event(event)
-            if self.publisher is not None:
-                self.publisher.event(event)
-        return event
+        return self.emitter.emit(event)
 
     def start(self, epochs: int = 3, steps: int = 100) -> None:
         self.emit(RunStarted(name=self.folder.path, epochs=epochs, steps_per_epoch=steps))
@@ -62,9 +58,7 @@ class SyntheticRun:
             time.sleep(0.01)
 
     def close(self) -> None:
-        if self.publisher is not None:
-            self.publisher.close()
-        self.log.close()
+        self.emitter.close()
 
 
 def as_dicts(events: list[Event]) -> list[dict]:

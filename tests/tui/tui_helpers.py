@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from scorch.callbacks.jsonl import JsonlLog
+from scorch.emitter import Emitter
 from scorch.run_folder import RunFolder
 from scorch.telemetry.control import Control
 from scorch.telemetry.protocol import (
@@ -162,25 +162,23 @@ def items_of(*groups: list[Event]) -> Iterator[Event]:
 
 
 class FakeJob:
-    """The parts of a trainer the publisher needs: numbered events into events.jsonl and the stream."""
+    """The parts of a trainer the publisher needs: the trainer's Emitter into events.jsonl and the stream."""
 
     def __init__(self, run_dir: Path, seq: int = 0, bind: str = "127.0.0.1:0", progress=None) -> None:  # type: ignore[no-untyped-def]
         self.folder = RunFolder(str(run_dir))
         self.folder.create(reuse=True)
         self.folder.write_info(name=run_dir.name, state="running", pid=os.getpid(), hosts=[os.uname().nodename])
         self.control = Control()
-        self.lock = threading.Lock()
-        self.seq = seq
-        self.log = JsonlLog(self.folder.events_path)
+        self.emitter = Emitter([JsonlLog(self.folder.events_path)], seq=seq)
         self.publisher = Publisher(self.folder, self.control, self.emit, bind=bind, progress=progress)
+        self.emitter.callbacks.append(self.publisher)
+
+    @property
+    def seq(self) -> int:
+        return self.emitter.seq
 
     def emit(self, event: Event) -> None:
-        with self.lock:
-            self.seq += 1
-            event = event.stamped(self.seq)
-            self.log.event(event)
-            self.publisher.event(event)
+        self.emitter.emit(event)
 
     def close(self) -> None:
-        self.publisher.close()
-        self.log.close()
+        self.emitter.close()

@@ -13,7 +13,7 @@ and every fault is real: SIGKILL, SIGTERM, and a separate process flooding the c
                  at a random instant up to 1 s later, half as soon as a checkpoint write is under
                  way (its temporary file exists) plus 0-3 ms. After each kill every *.pt in the
                  folder must load with torch.load and events.jsonl must read with
-                 scorch.telemetry.protocol.read_events (which skips a torn last line); the next
+                 scorch.events_log.read_events (which drops a torn last line); the next
                  trial resumes from that folder, and a last resume runs two more epochs to the end.
   SIGTERM        One straight run is the reference. Each trial starts a fresh run, sends SIGTERM
                  at a random step, expects exit 0, run_ended "preempted" and a checkpoint with
@@ -159,8 +159,8 @@ def temp_files(run_dir: str) -> list[str]:
 def check_folder(run_dir: str) -> tuple[int, int, str]:
     """(checkpoints that load, checkpoints that do not, first problem) for a run folder; the event log too."""
     from scorch import checkpoint as ckpt
+    from scorch import events_log
     from scorch.errors import ScorchError
-    from scorch.telemetry import protocol
 
     good, bad, problem = 0, 0, ""
     for path in sorted(glob.glob(os.path.join(run_dir, "checkpoints", "*.pt"))):
@@ -170,11 +170,15 @@ def check_folder(run_dir: str) -> tuple[int, int, str]:
         except ScorchError as exc:
             bad += 1
             problem = problem or exc.message
+    reader = events_log.Reader(events_log.path(run_dir))
     try:
-        protocol.read_events(os.path.join(run_dir, "events.jsonl"))
+        reader.events()
     except Exception as exc:  # noqa: BLE001 - any failure to read is what the drill counts
         bad += 1
-        problem = problem or f"events.jsonl does not read: {exc}"
+        problem = problem or f"the event log does not read: {exc}"
+    if reader.skipped or reader.refused:  # only a torn last line may be left by kill -9
+        bad += 1
+        problem = problem or reader.warning()
     return good, bad, problem
 
 
@@ -213,6 +217,8 @@ class Row:
 # -- kill -9 --------------------------------------------------------------------------------------
 
 def kill_drill(work: str, trials: int, rng: random.Random) -> Row:
+    from scorch import events_log
+
     row = Row("kill -9 at random instants")
     run_dir = os.path.join(work, "kill9")
     model = os.path.join(work, "ballast_model.py")
@@ -255,7 +261,7 @@ def kill_drill(work: str, trials: int, rng: random.Random) -> Row:
             proc.kill()
         row.trials += 1
         mid_write += bool(set(temp_files(run_dir)) - before)
-        with open(os.path.join(run_dir, "events.jsonl"), "rb") as fh:
+        with open(events_log.path(run_dir), "rb") as fh:
             fh.seek(0, 2)
             fh.seek(max(0, fh.tell() - 1))
             torn += fh.read(1) != b"\n"
@@ -264,9 +270,7 @@ def kill_drill(work: str, trials: int, rng: random.Random) -> Row:
         files_bad += bad
         if bad:
             row.fail(f"trial {trial}: {problem}")
-        from scorch.telemetry import protocol
-
-        seen = protocol.read_events(os.path.join(run_dir, "events.jsonl"))[-1].seq
+        seen = events_log.read_events(events_log.path(run_dir))[-1].seq
         args = ["--resume", run_dir, "--headless"]
         print(f"  kill -9 trial {trial + 1}/{trials} ({aim}): {good} checkpoints load, {bad} do not", flush=True)
     # The last resume runs to the end: the folder is still a run.

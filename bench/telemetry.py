@@ -35,7 +35,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from scorch.callbacks.jsonl import JsonlLog  # noqa: E402
+from scorch import events_log  # noqa: E402
 from scorch.emitter import Emitter  # noqa: E402
 from scorch.run_folder import RunFolder  # noqa: E402
 from scorch.telemetry.client import RunClient  # noqa: E402
@@ -74,7 +74,7 @@ class Run:
         self.folder = RunFolder(path)
         self.folder.create(reuse=False)
         self.folder.write_info(state="running")
-        self.log = JsonlLog(self.folder.events_path)
+        self.log = events_log.Writer(self.folder.events_path)
         self.emitter = Emitter([self.log])
         self.publisher = Publisher(self.folder, Control(), self.emit, queue_size=queue_size)
         self.emitter.callbacks.append(self.publisher)
@@ -120,7 +120,7 @@ def bench_publish_cost(tmp: str, n: int) -> list[tuple[str, str]]:
         whole = (time.perf_counter_ns() - start) / (n // 10) / 1000
     finally:
         run.close()
-    log = JsonlLog(os.path.join(tmp, "no-publisher.jsonl"))
+    log = events_log.Writer(os.path.join(tmp, "no-publisher.jsonl"))
     try:
         start = time.perf_counter_ns()
         for i in range(n // 10):

@@ -17,7 +17,7 @@ from scorch.errors import ScorchError
 
 LAST = "last.pt"
 BEST = "best.pt"
-MODE = 0o644  # like run.json and events.jsonl (a temporary file would be 0600): the run's secret is .token
+MODE = 0o644  # like run.json and the event log (a temporary file would be 0600): the run's secret is .token
 
 
 class Pending:

@@ -164,11 +164,11 @@ def send(args: argparse.Namespace) -> int:
             ack = client.command(args.action, after_epoch=args.after_epoch)
         except ClientError as exc:
             raise ScorchError(exc.message + _dead_hint(_info(args.run_dir)), EXIT_NO_ANSWER) from None
-        if ack.get("status") != "accepted":
-            raise ScorchError(f"{args.action} refused: {ack.get('reason') or 'no reason given'}", EXIT_REFUSED)
-        print(f"scorch-ctl: {args.action}{' after this epoch' if args.after_epoch else ''} accepted (id {ack.get('id')})")
+        if ack.status != "accepted":
+            raise ScorchError(f"{args.action} refused: {ack.reason or 'no reason given'}", EXIT_REFUSED)
+        print(f"scorch-ctl: {args.action}{' after this epoch' if args.after_epoch else ''} accepted (id {ack.id})")
         if args.wait:
-            return _wait_applied(client, str(ack.get("id")), args)
+            return _wait_applied(client, ack.id, args)
         return EXIT_OK
     finally:
         client.close()

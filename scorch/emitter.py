@@ -1,4 +1,4 @@
-"""The emitter: numbers every event and hands it to the sinks (events.jsonl, TensorBoard, console, telemetry).
+"""The emitter: numbers every event and hands it to the sinks (event log, TensorBoard, console, telemetry).
 
 One per run, on rank 0 (other ranks have no sinks and number nothing). The training thread and the
 telemetry thread (`command` events) both emit, so numbering and delivery happen under one lock: every

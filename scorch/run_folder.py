@@ -2,7 +2,7 @@
 
     run.json        what the run is and its state (rewritten atomically)
     .token          the control secret (mode 0600), never in run.json
-    events.jsonl    every event, one JSON object a line
+    the event log   every event, one JSON object a line (scorch/events_log.py owns it)
     tensorboard/    tensorboardX files
     checkpoints/    last.pt, best.pt, epoch-K.pt
 """
@@ -15,9 +15,9 @@ import socket
 import time
 from typing import Any
 
+from scorch import events_log
 from scorch.checkpoint import atomic_write
 from scorch.errors import ScorchError
-from scorch.telemetry.protocol import ProtocolError, loads
 
 
 def default_name(model_path: str) -> str:
@@ -33,7 +33,7 @@ class RunFolder:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         self.info_path = os.path.join(self.path, "run.json")
-        self.events_path = os.path.join(self.path, "events.jsonl")
+        self.events_path = events_log.path(self.path)
         self.token_path = os.path.join(self.path, ".token")
         self.tensorboard = os.path.join(self.path, "tensorboard")
         self.checkpoints = os.path.join(self.path, "checkpoints")
@@ -57,21 +57,6 @@ class RunFolder:
         if reuse and os.path.exists(self.info_path):
             with open(self.info_path) as fh:
                 self.info = json.load(fh)
-
-    def last_seq(self) -> int:
-        """The highest event seq already in events.jsonl (0 if none), for appending on resume."""
-        if not os.path.exists(self.events_path):
-            return 0
-        last = 0
-        with open(self.events_path, "rb") as fh:
-            for line in fh:
-                try:
-                    data = loads(line)
-                except ProtocolError:
-                    continue  # a torn last line from a crash
-                if isinstance(data, dict) and isinstance(data.get("seq"), int):
-                    last = max(last, data["seq"])
-        return last
 
     def write_info(self, **fields: Any) -> None:
         self.info.update(fields)

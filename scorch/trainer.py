@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from scorch import checkpoint as ckpt
-from scorch import data, streaming, user_code
+from scorch import data, events_log, streaming, user_code
 from scorch.agreement import SYNC_MAX_STEPS, SYNC_SECONDS, SYSTEM_EVENT_INTERVAL, Agreement  # noqa: F401 (their old home)
 from scorch.batches import EpochSampler, collate, explained, make_loader, to_device, to_host  # noqa: F401 (collate: its old home)
 from scorch.callbacks import Callback
@@ -750,17 +750,17 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
                      // config.accumulate)
     _seed_everything(config.seed)  # the Network's initial weights stay what a seed gave before the data moved first
     model = user_code.load_model(config.model, config.model_args, facts)
-    if config.valid == "streaming" and not callable(getattr(model.socket, "metric_state", None)):
-        raise ScorchError(f"--valid streaming: {config.model}: Socket has no metric_state(outputs, targets); add one that "
-                          "returns a batch's sums and counts, e.g. {'correct': (out.argmax(1) == y).sum(), 'seen': len(y)}, "
-                          "and metrics_from_state(state) to turn their totals into metrics (README: streaming validation)")
+    _check_streaming(config, model)
 
-    run, callbacks = _sinks(config, reuse=bool(resumed_path)) if dist.is_global_zero else (None, [])
+    run, callbacks, history = _sinks(config, reuse=bool(resumed_path)) if dist.is_global_zero else (None, [], None)
     trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
     trainer.started["hosts"] = hosts = dist.hosts()
     trainer.started["notices"] += notices
-    if run is not None:
-        trainer.emitter.seq = run.last_seq()
+    if run is not None:  # a resumed run numbers on from its log, read once by the writer
+        log = callbacks[0]
+        trainer.emitter.seq = log.last_seq
+        if log.scan.warning():
+            trainer.log(log.scan.warning())
     if config.checkpoint:  # rank 0 reads them; broadcast_state hands them on
         share_from_rank_zero(dist, lambda: _load_weights(trainer.network, config.checkpoint))
     if state is not None:
@@ -771,10 +771,17 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
         run.write_info(name=os.path.basename(run.path), config=config.to_dict(), world_size=dist.size, hosts=hosts,
                        backend=dist.name, pid=os.getpid(), started=time.time(), state="running", device=str(device))
         if config.telemetry:  # live stream + control; writes .token, then the endpoints into run.json
-            _go_live(trainer, run)
+            _go_live(trainer, run, history)
     if dist.size > 1:
         trainer.agreement.open_rank_channel(config, hosts)
     return trainer
+
+
+def _check_streaming(config: TrainConfig, model: user_code.UserModel) -> None:
+    if config.valid == "streaming" and not callable(getattr(model.socket, "metric_state", None)):
+        raise ScorchError(f"--valid streaming: {config.model}: Socket has no metric_state(outputs, targets); add one that "
+                          "returns a batch's sums and counts, e.g. {'correct': (out.argmax(1) == y).sum(), 'seen': len(y)}, "
+                          "and metrics_from_state(state) to turn their totals into metrics (README: streaming validation)")
 
 
 def _resolve_mode(config: TrainConfig) -> list[str]:
@@ -788,22 +795,27 @@ def _resolve_mode(config: TrainConfig) -> list[str]:
             "stopping keep the smallest (--mode min, chosen from the name; pass --mode max to change)"]
 
 
-def _sinks(config: TrainConfig, reuse: bool) -> tuple[RunFolder, list[Callback]]:
-    """Rank 0: the run folder and the callbacks that write into it (events.jsonl, TensorBoard) and the console."""
+def _sinks(config: TrainConfig, reuse: bool) -> tuple[RunFolder, list[Callback], Any]:
+    """Rank 0: the run folder and the callbacks that write into it (the event log first, TensorBoard) and the
+    console; with telemetry, the publisher's history of what the log already holds (one read, by the writer)."""
     import sys
 
     from scorch.callbacks.console import ConsoleProgress
-    from scorch.callbacks.jsonl import JsonlLog
 
     run = RunFolder(config.run_dir)
     run.create(reuse=reuse)
-    callbacks: list[Callback] = [JsonlLog(run.events_path)]
+    history = None
+    if config.telemetry:
+        from scorch.telemetry.publisher import History
+
+        history = History()
+    callbacks: list[Callback] = [events_log.Writer(run.events_path, visit=history.add_line if history else None)]
     if config.tensorboard:
         from scorch.callbacks.tensorboard import TensorBoardLog
 
         callbacks.append(TensorBoardLog(run.tensorboard))
     callbacks.append(ConsoleProgress(headless=config.headless or not sys.stdout.isatty(), interval=config.log_interval))
-    return run, callbacks
+    return run, callbacks, history
 
 
 def _load_weights(network: torch.nn.Module, path: str) -> None:
@@ -815,7 +827,7 @@ def _load_weights(network: torch.nn.Module, path: str) -> None:
         raise ScorchError(f"-c/--checkpoint {path}: weights do not fit this Network: {str(exc).splitlines()[0]}") from None
 
 
-def _go_live(trainer: Trainer, run: RunFolder) -> None:
+def _go_live(trainer: Trainer, run: RunFolder, history: Any) -> None:
     """Rank 0: the telemetry publisher (live stream and control) as one more callback."""
     from scorch.telemetry.publisher import Publisher
     from scorch.watchdog import activity
@@ -826,7 +838,7 @@ def _go_live(trainer: Trainer, run: RunFolder) -> None:
         emit = lambda event: trainer.emit(event, wait=2.0)  # noqa: E731
         loop = threading.current_thread()  # the heartbeat says what this thread is doing (see watchdog.activity)
         trainer.callbacks.append(Publisher(run, trainer.control, emit, config.bind, config.curve_keys,
-                                           progress=lambda: activity(state, ranks, loop)))
+                                           progress=lambda: activity(state, ranks, loop), history=history))
     except BaseException:
         trainer.close()  # e.g. a busy port: the other sinks (TensorBoard's thread) must not outlive the start
         raise

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import EXAMPLES, example_args, read_events, scorch_cmd, scorch_env, tiny_args, train
 
-from scorch.telemetry.protocol import read_events as decode_events
+from scorch.events_log import read_events as decode_events
 
 
 def load(path):

@@ -1,7 +1,7 @@
 """scorch-tui: open the dashboard on a run, a folder of runs, or an endpoint. `main()` returns the exit code.
 
     scorch-tui                        the runs in ./runs (a picker)
-    scorch-tui runs/RUN               one run: live if it is running, else a replay of events.jsonl
+    scorch-tui runs/RUN               one run: live if it is running, else a replay of its event log
     scorch-tui tcp://HOST:PORT        a run started with --bind HOST:PORT (stream on PORT, control on PORT+1)
     scorch-tui --ssh user@host RUN    a run on another machine, through an SSH tunnel
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scorch-tui",
         description="Watch scorch-train runs in the terminal and steer them: checkpoint now, stop. "
-        "Live over ZeroMQ (also through SSH), or replayed from a finished run's events.jsonl.",
+        "Live over ZeroMQ (also through SSH), or replayed from a finished run's event log.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait", action="store_true",
                         help="RUN_DIR may not exist yet: wait for the run to start there, then watch it")
     parser.add_argument("--replay", action="store_true",
-                        help="replay events.jsonl even if the run is still going (no commands)")
+                        help="replay the event log even if the run is still going (no commands)")
     parser.add_argument("--curve-keys", metavar="DIR", default="",
                         help="keys folder from `scorch-ctl keygen` for a run bound beyond 127.0.0.1 with CURVE")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
@@ -208,7 +208,7 @@ def local_plan(target: str, token: str | None, replay: bool, keys: CurveKeys | N
 
 
 def run_dir_source(path: str, token: str | None, replay: bool, keys: CurveKeys | None) -> Source:
-    """Live when the run is running and publishing; a replay of its events.jsonl otherwise."""
+    """Live when the run is running and publishing; a replay of its event log otherwise."""
     import os
 
     from scorch_tui.sources import LiveSource, ReplaySource, read_json

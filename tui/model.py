@@ -120,7 +120,6 @@ class RunModel:
         self.clock = clock
         self.applied = 0  # items applied so far (tests wait on this)
         self.version = 0  # bumped by every change: widgets redraw when it moved
-        self.last_seq = 0
         # What the run is.
         self.name = ""
         self.run_dir = ""
@@ -184,10 +183,7 @@ class RunModel:
                 self.beat = item
                 continue
             changed = True
-            if isinstance(item, Event):
-                if item.seq and item.seq <= self.last_seq:
-                    continue  # seen already (a snapshot after a reconnect repeats history)
-                self.last_seq = max(self.last_seq, item.seq)
+            if isinstance(item, Event):  # each once, in seq order: the sources see to it (RunClient.last_seq, events_log)
                 if item.time:
                     self.last_time = item.time
                 self._event(item)

@@ -1,17 +1,17 @@
 """A folder of runs, as the picker lists them: name, state, epoch, best metric, live or finished.
 
-Reads only each run's run.json and the tail of its events.jsonl, so a folder
+Reads only each run's run.json and the tail of its event log, so a folder
 of hundreds of long runs lists at once. No UI here.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 from scorch_tui.sources import read_json
 
+from scorch import events_log
 from scorch.run_folder import on_this_host, why_dead
 
 TAIL_BYTES = 1 << 20  # how far back from the end to look for the last epoch_end, per read
@@ -37,7 +37,7 @@ class RunEntry:
 
 
 def is_run_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "run.json")) or os.path.isfile(os.path.join(path, "events.jsonl"))
+    return os.path.isfile(os.path.join(path, "run.json")) or os.path.isfile(events_log.path(path))
 
 
 def list_runs(folder: str) -> list[RunEntry]:
@@ -54,7 +54,7 @@ def list_runs(folder: str) -> list[RunEntry]:
 def read_entry(path: str) -> RunEntry:
     info = read_json(os.path.join(path, "run.json"))
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
-    last = last_epoch_end(os.path.join(path, "events.jsonl"))
+    last = events_log.last_of_type(events_log.path(path), "epoch_end", TAIL_BYTES, TAIL_LIMIT)
     state = str(info.get("state") or ("running" if last is None else "running"))
     epochs = int(config.get("epochs") or 0)
     best = ""
@@ -85,30 +85,3 @@ def liveness(info: dict) -> str:
     if not on_this_host(info):
         return "elsewhere"
     return "dead" if why_dead(info) else "live"
-
-
-def last_epoch_end(path: str) -> dict | None:
-    """The last epoch_end event of an events.jsonl, reading backwards from the end."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            end = fh.tell()
-            pos, carry = end, b""
-            while pos > 0 and end - pos < TAIL_LIMIT:
-                start = max(0, pos - TAIL_BYTES)
-                fh.seek(start)
-                chunk = fh.read(pos - start) + carry
-                lines = chunk.split(b"\n")
-                carry = lines.pop(0) if start > 0 else b""
-                for line in reversed(lines):
-                    if b'"epoch_end"' in line:
-                        try:
-                            data = json.loads(line)
-                        except ValueError:
-                            continue
-                        if isinstance(data, dict) and data.get("type") == "epoch_end":
-                            return data
-                pos = start
-    except OSError:
-        return None
-    return None

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
-from scorch.telemetry.protocol import Event, ProtocolError, RunEnded, RunStarted, decode
+from scorch import events_log
+from scorch.telemetry.protocol import Event, Heartbeat, Log, RunEnded, RunStarted
 
 if TYPE_CHECKING:
     from scorch.telemetry.client import RunClient
@@ -136,31 +137,32 @@ class Source:
 
 
 class ReplaySource(Source):
-    """A run folder read from disk: run.json, then every event in events.jsonl.
+    """A run folder read from disk: run.json, then every event in its event log.
 
     With `follow`, keeps reading lines as they are appended (a run started
     without telemetry can still be watched, read-only) until `run_ended`.
+    Lines the log's reader skips or refuses (scorch/events_log.py) are told
+    as a warning in the event log, never an error: the good events all show.
     """
 
     def __init__(self, run_dir: str, follow: bool = False, dead: str = "") -> None:
         super().__init__()
         self.run_dir = os.path.abspath(run_dir)
         self.info_path = os.path.join(self.run_dir, "run.json")
-        self.events_path = os.path.join(self.run_dir, "events.jsonl")
+        self.events_path = events_log.path(self.run_dir)
         if not os.path.isdir(self.run_dir):
-            raise SourceError(f"{run_dir}: no such folder; give a run folder (it holds run.json and events.jsonl)")
+            raise SourceError(f"{run_dir}: no such folder; give a run folder (it holds run.json and its event log)")
         if not os.path.exists(self.info_path) and not os.path.exists(self.events_path):
-            raise SourceError(f"{run_dir} is not a scorch run folder (no run.json or events.jsonl in it)")
+            raise SourceError(f"{run_dir} is not a scorch run folder (no run.json or {os.path.basename(self.events_path)} in it)")
         self.follow = follow
         self.dead = dead  # why a run still marked running is replayed: it is dead
         self.label = self.run_dir
-        self.commands_off = ("read-only: the run has no telemetry (following its events.jsonl)" if follow
+        self.commands_off = ("read-only: the run has no telemetry (following its event log)" if follow
                              else f"read-only: the run is dead ({dead})" if dead
                              else "replay: commands go to live runs only")
         self._started = False
-        self._offset = 0
-        self._partial = b""
-        self._line = 0
+        self._reader = events_log.Reader(self.events_path)
+        self._told = 0  # lines skipped or refused that a warning has told of
         self._done = False
         self._ended = False
 
@@ -178,54 +180,23 @@ class ReplaySource(Source):
         if self._done:
             time.sleep(timeout)
             return items
-        try:
-            events = self._more(MAX_BATCH)
-        except ProtocolError as exc:
-            self._done = True
-            return [*items, ConnectionChanged(ERROR, f"{self.events_path} line {self._line}: {exc}")]
+        events = self._reader.events(MAX_BATCH)
         items.extend(events)
         for event in events:  # the last word counts: a run may have ended and been resumed since
             if isinstance(event, (RunEnded, RunStarted)):
                 self._ended = isinstance(event, RunEnded)
-        if self.follow and self._ended and not self._partial and len(events) < MAX_BATCH:
+        if self._reader.skipped + self._reader.refused > self._told:
+            self._told = self._reader.skipped + self._reader.refused
+            items.append(Log(level="warning", message=self._reader.warning()))  # unnumbered: not the run's own
+        waiting = self._reader.torn and self.follow  # a line being written: the rest comes later
+        if self.follow and self._ended and not waiting and len(events) < MAX_BATCH:
             self._done = True
             items.append(ConnectionChanged(ENDED, "the run ended"))
-        if not events and not self.follow and not self._partial:
-            self._done = True
+        if not events and not self.follow:
+            self._done = True  # a finished log: a torn last line is dropped
         if not items:
             time.sleep(timeout)
         return items
-
-    def _more(self, limit: int) -> list[Event]:
-        """Up to `limit` new events from events.jsonl, keeping a half-written last line for later."""
-        events: list[Event] = []
-        try:
-            with open(self.events_path, "rb") as fh:
-                fh.seek(self._offset)
-                chunk = fh.read(1 << 20)
-        except FileNotFoundError:
-            return events
-        if not chunk:
-            if not self.follow and self._partial:  # a torn last line from a crash: skip it
-                self._partial = b""
-            return events
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        consumed = len(chunk)
-        for i, line in enumerate(lines):
-            self._line += 1
-            if line.strip():
-                event = decode(line)
-                if event is not None:
-                    events.append(event)
-            if len(events) >= limit and i < len(lines) - 1:
-                rest = b"\n".join(lines[i + 1:]) + b"\n" + self._partial
-                consumed -= len(rest)
-                self._partial = b""
-                break
-        self._offset += consumed
-        return events
 
 
 # -- a live run --------------------------------------------------------------------------------
@@ -271,7 +242,7 @@ class LiveSource(Source):
         self._next_probe = 0.0
         self._heard = 0.0
         self._beat = 0.0  # client.last_heartbeat of the last heartbeat handed out
-        self.last_seq = 0
+        self._seen: int | None = None  # the last client's record of what it handed out, for the next one
 
     @classmethod
     def from_run_dir(cls, run_dir: str, token: str | None = None, client_keys: tuple[bytes, bytes] | None = None,
@@ -312,6 +283,7 @@ class LiveSource(Source):
 
     def _drop_client(self) -> None:
         if self._client is not None:
+            self._seen = self._client.last_seq
             self._client.close()
             self._client = None
 
@@ -321,8 +293,9 @@ class LiveSource(Source):
         client = None
         try:
             client = self._connect()
+            client.last_seq = self._seen  # a reconnect: the new client goes on from what the last one handed out
             client.subscribe(wait=False)  # events before the subscription takes are filled from the log
-            snapshot = client.hello()
+            snapshot = client.hello(newer_only=True)
         except ClientError as exc:
             if client is not None:
                 client.close()
@@ -337,24 +310,21 @@ class LiveSource(Source):
         self._set(items, LIVE, client.control)
         self._pass_heartbeat(items, client)
         items.append(RunInfo({"state": snapshot.state}))
-        self._take(items, [*snapshot.history, *([snapshot.run] if snapshot.run is not None else [])])
-        self.last_seq = max(self.last_seq, snapshot.last_seq)
+        self._take(items, snapshot.history)  # run_started among them: the snapshot keeps every one
         if snapshot.state != "running":
             self._end(items)
 
     def _take(self, items: list[Item], events: list[Event], stream: bool = False) -> None:
-        """Events newer than any handed out yet, in seq order (a snapshot after a reconnect repeats history).
+        """Events from the client, which hands each out once, in seq order (RunClient.last_seq).
 
         A `run_ended` from the stream ends the connection; one in a snapshot's
         history may be followed by a resume, so there the snapshot's state decides.
         """
-        for event in sorted(events, key=lambda e: e.seq):
-            if event.seq > self.last_seq:
-                items.append(event)
-                self.last_seq = event.seq
-                if stream and isinstance(event, RunEnded):
-                    self._end(items)
-                    return
+        for event in events:
+            items.append(event)
+            if stream and isinstance(event, RunEnded):
+                self._end(items)
+                return
 
     def _end(self, items: list[Item]) -> None:
         self._ended = True
@@ -401,10 +371,8 @@ class LiveSource(Source):
             return
         self._beat = seen
         beat = getattr(client, "heartbeat", None)
-        beat = beat if isinstance(beat, dict) else {}
-        age = beat.get("progress_age")
-        age = float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None
-        items.append(HeartbeatSeen(age, str(beat.get("phase") or ""), time.time() - (time.monotonic() - seen)))
+        age, phase = (beat.progress_age, beat.phase) if isinstance(beat, Heartbeat) else (None, "")
+        items.append(HeartbeatSeen(None if age is None else float(age), phase, time.time() - (time.monotonic() - seen)))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -443,7 +411,7 @@ class LiveSource(Source):
             self._heard = max(self._heard, getattr(client, "last_heartbeat", None) or 0.0)
             self._pass_heartbeat(items, client)
             if not self._ended and time.monotonic() - self._heard > self.quiet_after and not self._probe(items):
-                snapshot = client.hello()  # quiet: is the run still there? (and catch up on anything missed)
+                snapshot = client.hello(newer_only=True)  # quiet: is the run still there? (and catch up on anything missed)
                 self._heard = time.monotonic()
                 self._take(items, snapshot.history)
                 if snapshot.state != "running" and not self._ended:
@@ -465,8 +433,7 @@ class LiveSource(Source):
             ack = self._client.command(command, after_epoch=after_epoch)
         except ClientError as exc:
             return CommandAck(command, "failed", exc.message, after_epoch=after_epoch)
-        return CommandAck(command, str(ack.get("status", "refused")), str(ack.get("reason", "")),
-                          str(ack.get("id", "")), after_epoch)
+        return CommandAck(command, ack.status, ack.reason, ack.id, after_epoch)
 
     def close(self) -> None:
         self._drop_client()

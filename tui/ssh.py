@@ -7,7 +7,7 @@
 then the dashboard talks to tcp://127.0.0.1:L1 (stream) and :L2 (control) as
 if the run were local. Authentication is ssh's business (keys, agent,
 ~/.ssh/config with ProxyJump, ControlMaster...): nothing here sees a password.
-A finished run is copied (run.json and events.jsonl) and replayed locally.
+A finished run is copied (run.json and the event log) and replayed locally.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from scorch_tui.sources import CLIENT_TIMEOUT, SourceError
 if TYPE_CHECKING:
     from scorch.telemetry.client import RunClient
 
-CAT_TIMEOUT = 60.0  # seconds for one remote `cat` (events.jsonl of a long run can be large)
+from scorch import events_log
+
+CAT_TIMEOUT = 60.0  # seconds for one remote `cat` (the event log of a long run can be large)
 TUNNEL_TIMEOUT = 20.0  # seconds for ssh to authenticate and open the forwards
 
 
@@ -233,13 +235,15 @@ def _answers(port: int) -> bool:
 
 
 def local_copy(ssh: Ssh, run_dir: str, into: str) -> None:
-    """Copy a remote run's run.json and events.jsonl into the local folder `into` (for replay)."""
-    for name in ("run.json", "events.jsonl"):
+    """Copy a remote run's run.json and event log into the local folder `into` (for replay)."""
+    remote = run_dir.rstrip("/")
+    for there, here in ((f"{remote}/run.json", os.path.join(into, "run.json")),
+                        (events_log.path(remote), events_log.path(into))):
         try:
-            data = ssh.cat(f"{run_dir.rstrip('/')}/{name}")
+            data = ssh.cat(there)
         except SourceError:
-            if name == "run.json":
+            if here.endswith("run.json"):
                 raise
             data = b""
-        with open(os.path.join(into, name), "wb") as fh:
+        with open(here, "wb") as fh:
             fh.write(data)

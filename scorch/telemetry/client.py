@@ -16,26 +16,35 @@ snapshot for a view that needs every event, not the downsampled charts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
 
 import zmq
 
 from scorch.telemetry.protocol import (
     HEARTBEAT,
     MAX_REQUEST_BYTES,
+    Ack,
+    CommandRequest,
+    Error,
     Event,
+    EventsPage,
+    Heartbeat,
+    Hello,
+    M,
+    Message,
     ProtocolError,
-    RunStarted,
+    Replay,
+    Snapshot,
     decode,
-    from_dict,
-    loads,
+    decode_reply,
 )
+
+__all__ = ["ClientError", "RunClient", "Snapshot", "read_run_info", "read_token"]
 
 REPLAY_PAGE = 2000  # events per replay request; the publisher caps it too
 
@@ -46,24 +55,6 @@ class ClientError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-@dataclass
-class Snapshot:
-    """What a late joiner needs to draw the run so far.
-
-    `history` holds every epoch_end/checkpoint_saved/log/command/run_ended event,
-    the latest system event and the step events (downsampled for long runs,
-    keeping each window's lowest and highest loss); `last_seq` is the newest
-    event the snapshot covers; `state` is "running" or the run's end status.
-    """
-
-    run: RunStarted | None
-    history: list[Event]
-    last_seq: int
-    state: str
-    dropped: int = 0  # events the publisher could not keep up with (still in events.jsonl)
-    info: dict = field(default_factory=dict)  # extra fields of the reply, for forward compatibility
 
 
 class RunClient:
@@ -84,8 +75,10 @@ class RunClient:
         self._pending: deque[Event] = deque()
         self._early: deque[list[bytes]] = deque()  # stream messages read while subscribing
         self.last_heartbeat: float | None = None  # time.monotonic() of the last heartbeat: is the run alive?
-        self.heartbeat: dict = {}  # the last heartbeat: {"last_seq", "state", "time"}
-        self.last_seq: int | None = None  # newest seq handed to the caller (or covered by the snapshot)
+        self.heartbeat: Heartbeat | None = None  # the last heartbeat
+        # The newest seq handed to the caller (or covered by a snapshot): the receiving side's one record of
+        # what it has seen. A reconnecting caller hands it to its next client (LiveSource does).
+        self.last_seq: int | None = None
         self.gaps = 0  # holes recv() could not fill
 
     @classmethod
@@ -141,10 +134,11 @@ class RunClient:
             return True
         return False
 
-    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """One request/reply on the control socket; ClientError on timeout or a malformed reply."""
-        timeout = self.timeout if timeout is None else timeout
-        payload = json.dumps(message).encode()
+    def request(self, message: Message, expected: type[M]) -> M | Error:
+        """One request/reply on the control socket: the `expected` reply, or the Error the run answered;
+        ClientError on timeout or a malformed reply."""
+        timeout = self.timeout
+        payload = message.encode()
         if len(payload) > MAX_REQUEST_BYTES:
             raise ClientError(f"request of {len(payload)} bytes is larger than the {MAX_REQUEST_BYTES} allowed")
         sock = self._context.socket(zmq.DEALER)
@@ -161,45 +155,32 @@ class RunClient:
         finally:
             sock.close(linger=0)
         try:
-            reply = loads(frames[-1])
+            return decode_reply(frames[-1], expected)
         except ProtocolError as exc:
-            raise ClientError(f"the run at {self.control} answered something that is not JSON: {exc}") from None
-        if not isinstance(reply, dict):
-            raise ClientError(f"the run at {self.control} answered a {type(reply).__name__}, not an object")
-        return reply
+            raise ClientError(f"the run at {self.control} sent a malformed {expected.op} reply: {exc}") from None
 
     # -- requests ---------------------------------------------------------------------------
 
-    def hello(self) -> Snapshot:
-        """The run so far. After this, `recv` yields only events newer than `last_seq`."""
-        reply = self.request({"op": "hello"})
-        if reply.get("op") != "snapshot":
-            raise ClientError(f"the run refused hello: {reply.get('reason', reply)}")
-        try:
-            run = from_dict(reply["run"]) if isinstance(reply.get("run"), dict) else None
-            history = [e for e in (from_dict(item) for item in reply.get("history") or []) if e is not None]
-            last_seq = int(reply.get("last_seq", 0))
-            dropped = int(reply.get("dropped") or 0)
-        except (ProtocolError, TypeError, ValueError, AttributeError) as exc:
-            raise ClientError(f"the run sent a malformed snapshot: {exc}") from None
-        known = {"op", "run", "history", "last_seq", "state", "dropped"}
-        snapshot = Snapshot(run=run if isinstance(run, RunStarted) else None, history=history, last_seq=last_seq,
-                            state=str(reply.get("state", "running")), dropped=dropped,
-                            info={k: v for k, v in reply.items() if k not in known})
-        self.last_seq = last_seq
+    def hello(self, newer_only: bool = False) -> Snapshot:
+        """The run so far. After this, `recv` yields only events newer than `last_seq`.
+
+        `newer_only`: only the history newer than what this client has seen (a reconnect, a quiet check)."""
+        reply = self.request(Hello(), Snapshot)
+        if isinstance(reply, Error):
+            raise ClientError(f"the run refused hello: {reply.reason}")
+        seen = self.last_seq
+        if newer_only and seen is not None:
+            reply = dataclasses.replace(reply, history=[e for e in reply.history if e.seq > seen])
+        self.last_seq = max(seen or 0, reply.last_seq) if newer_only else reply.last_seq
         self._pending.clear()
-        return snapshot
+        return reply
 
     def replay(self, after_seq: int = 0, limit: int = REPLAY_PAGE) -> tuple[list[Event], int, bool]:
         """Events with seq > after_seq from the run's event log, one page: (events, last_seq, more)."""
-        reply = self.request({"op": "replay", "after_seq": after_seq, "limit": limit})
-        if reply.get("op") != "events":
-            raise ClientError(f"the run refused replay: {reply.get('reason', reply)}")
-        try:
-            events = [e for e in (from_dict(item) for item in reply.get("events") or []) if e is not None]
-            return events, int(reply.get("last_seq", 0)), bool(reply.get("more"))
-        except (ProtocolError, TypeError, ValueError) as exc:
-            raise ClientError(f"the run sent a malformed replay: {exc}") from None
+        reply = self.request(Replay(after_seq=after_seq, limit=limit), EventsPage)
+        if isinstance(reply, Error):
+            raise ClientError(f"the run refused replay: {reply.reason}")
+        return reply.events, reply.last_seq, reply.more
 
     def replay_all(self, after_seq: int = 0, upto_seq: int | None = None) -> list[Event]:
         """Every logged event with after_seq < seq <= upto_seq (default: the newest), in order."""
@@ -215,18 +196,13 @@ class RunClient:
             if not more or not page:
                 return events
 
-    def command(self, command: str, after_epoch: bool = False) -> dict:
-        """Ask the run to `checkpoint` or `stop`; the ack: {"status": "accepted"|"refused", "reason", "id"}."""
-        request: dict[str, Any] = {"op": "command", "command": command, "id": uuid.uuid4().hex[:12],
-                                   "after_epoch": bool(after_epoch)}
-        if self.token is not None:
-            request["token"] = self.token
-        reply = self.request(request)
-        if reply.get("op") != "ack":
-            return {"status": "refused", "reason": str(reply.get("reason", "malformed request")), "id": request["id"]}
-        reply.setdefault("id", request["id"])
-        reply.setdefault("reason", "")
-        return reply
+    def command(self, command: str, after_epoch: bool = False) -> Ack:
+        """Ask the run to `checkpoint` or `stop`; its Ack (status accepted or refused, reason, id)."""
+        request = CommandRequest(command=command, id=uuid.uuid4().hex[:12], token=self.token, after_epoch=bool(after_epoch))
+        reply = self.request(request, Ack)
+        if isinstance(reply, Error):
+            return Ack(id=request.id, status="refused", reason=reply.reason or "malformed request")
+        return dataclasses.replace(reply, id=reply.id or request.id)
 
     # -- the stream -------------------------------------------------------------------------
 
@@ -267,14 +243,13 @@ class RunClient:
 
     def _heartbeat(self, body: bytes, fill: bool) -> None:
         try:
-            beat = loads(body)
-            newest = int(beat.get("last_seq", 0))
-        except (ProtocolError, AttributeError, TypeError, ValueError):
+            beat = Heartbeat.decode(body)
+        except ProtocolError:
             return
         self.last_heartbeat = time.monotonic()
         self.heartbeat = beat
-        if fill and self.last_seq is not None and newest > self.last_seq:
-            self._fill(self.last_seq, newest)
+        if fill and self.last_seq is not None and beat.last_seq > self.last_seq:
+            self._fill(self.last_seq, beat.last_seq)
 
     def _take(self) -> Event:
         event = self._pending.popleft()

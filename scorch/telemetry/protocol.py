@@ -7,42 +7,43 @@ through `to_json`/`decode` below, so sender and receiver cannot drift apart.
 Encoding
     An event is one JSON object: ``{"type": ..., "v": SCHEMA_VERSION, "seq": ...,
     "time": ..., <fields>}``. ``seq`` grows by one per event of a run, starting
-    at 1; ``time`` is Unix seconds. In ``events.jsonl`` each object is one line.
+    at 1; ``time`` is Unix seconds. In the run's event log (scorch/events_log.py) each object is one line.
 
-Wire (ZeroMQ)
-    PUB socket: multipart ``[type, json]`` (both UTF-8), one message per event.
-    Besides events it sends ``["heartbeat", {"type": "heartbeat", "v", "time",
-    "last_seq", "state", "progress_age", "phase"}]`` every second and at once to
-    each new subscriber: not an event (no ``seq``, not in events.jsonl; `decode`
-    skips it), it lets a subscriber know its subscription is live and notice
-    lost events at the tail of the stream. ``progress_age`` is the seconds since
-    rank 0's last training step or evaluation batch, ``phase`` what rank 0 is
+Wire (ZeroMQ): every message is a class below with `encode`/`decode`, used by both ends
+    PUB socket: multipart ``[type, json]`` (`event_frames`), one message per event.
+    Besides events it sends a `Heartbeat` (``["heartbeat", {"type": "heartbeat",
+    "v", "time", "last_seq", "state", "progress_age", "phase"}]``) every second and
+    at once to each new subscriber: not an event (no ``seq``, not in the event log;
+    `decode` skips it), it lets a subscriber know its subscription is live and
+    notice lost events at the tail of the stream. ``progress_age`` is the seconds
+    since rank 0's last training step or evaluation batch, ``phase`` what rank 0 is
     doing: starting, training, validating, testing, checkpointing, or "waiting
     for other ranks" (progress overdue inside a collective). Both are absent
     from a publisher that has no trainer behind it. Readers call a run STALLED
     when ``progress_age`` passes max(10 s, 5x the usual step time).
     ROUTER socket: a client (DEALER/REQ) sends one JSON request frame and gets
-    one JSON reply frame:
+    one JSON reply frame (`decode_request` on the run's side, `decode_reply` on
+    the client's):
 
-    - ``{"op": "hello"}`` -> ``{"op": "snapshot", "run": {...run_started...},
-      "history": [event, ...], "last_seq": N, "state": "running"|...}``.
-      The client applies the history, then only stream events with
-      ``seq > last_seq``.
-    - ``{"op": "command", "command": "checkpoint"|"stop", "id": "...",
-      "token": "...", "after_epoch": false}`` -> ``{"op": "ack", "id": ...,
-      "status": "accepted"|"refused", "reason": "..."}``. Accepted and
+    - `Hello` ``{"op": "hello"}`` -> `Snapshot` ``{"op": "snapshot", "run":
+      {...run_started...}, "history": [event, ...], "last_seq": N, "state":
+      "running"|..., "dropped": D}``. The client applies the history, then only
+      stream events with ``seq > last_seq``.
+    - `CommandRequest` ``{"op": "command", "command": "checkpoint"|"stop", "id":
+      "...", "token": "...", "after_epoch": false}`` -> `Ack` ``{"op": "ack",
+      "id": ..., "status": "accepted"|"refused", "reason": "..."}``. Accepted and
       refused commands are logged as ``command`` events; when the trainer
       acts on one, a ``command`` event with status ``applied`` follows.
-    - ``{"op": "replay", "after_seq": N, "limit": K}`` -> ``{"op": "events",
-      "events": [event, ...], "last_seq": M, "more": bool}``: the events of
-      events.jsonl with ``N < seq <= M`` (at most K, at most 5000), oldest
-      first; ask again from the last one while ``more``. The snapshot keeps
+    - `Replay` ``{"op": "replay", "after_seq": N, "limit": K}`` -> `EventsPage`
+      ``{"op": "events", "events": [event, ...], "last_seq": M, "more": bool}``:
+      the events of the event log with ``N < seq <= M`` (at most K, at most 5000),
+      oldest first; ask again from the last one while ``more``. The snapshot keeps
       only the step events charts need (downsampled for long runs) and the
       latest ``system`` event; ``replay`` gives the exact log, and fills any
       hole a subscriber finds in the stream's seq (joined late, dropped at a
       high-water mark).
     - Anything else (not JSON, not an object, unknown op, over
-      MAX_REQUEST_BYTES) -> ``{"op": "error", "status": "refused", "reason": "..."}``.
+      MAX_REQUEST_BYTES) -> `Error` ``{"op": "error", "status": "refused", "reason": "..."}``.
 
     Request and reply are the last frame; a DEALER sends ``[json]``, a REQ
     ``["", json]``, and the reply comes back with the same envelope.
@@ -60,17 +61,14 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 SCHEMA_VERSION = 1
 
 # Largest request the control socket accepts; anything bigger is refused unread.
 MAX_REQUEST_BYTES = 64 * 1024
 
-RUN_STATES = ("running", "completed", "stopped", "early_stopped", "preempted", "failed")
-END_STATUSES = RUN_STATES[1:]
 COMMANDS = ("checkpoint", "stop")
-COMMAND_STATUSES = ("accepted", "applied", "refused")
 HEARTBEAT = "heartbeat"  # PUB message type that is not an event (see Wire above)
 
 
@@ -300,25 +298,235 @@ def loads(raw: bytes | str) -> Any:
         raise ProtocolError(f"not valid JSON: {exc}") from None
 
 
-def encode_frames(event: Event) -> list[bytes]:
-    """The PUB multipart message for `event`: [type, json]."""
-    return [event.type.encode(), event.to_json().encode()]
+def event_frames(event: Event, text: str | None = None) -> list[bytes]:
+    """The PUB multipart message for `event`: [type, json] (`text`: its JSON, when already made)."""
+    return [event.type.encode(), (event.to_json() if text is None else text).encode()]
 
 
-def read_events(path: str) -> list[Event]:
-    """All known events in an events.jsonl file, skipping a torn last line and unknown types."""
-    events = []
-    with open(path, "rb") as fh:
-        lines = fh.read().split(b"\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            event = decode(line)
-        except ProtocolError:
-            if i == len(lines) - 1:  # a crash mid-write leaves at most the last line torn
-                break
-            raise
-        if event is not None:
-            events.append(event)
-    return events
+# -- the wire: requests and replies on the control socket, the heartbeat on the stream ---------------
+
+M = TypeVar("M", bound="Message")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One JSON object on the wire, named by its "op". Both ends use these classes: `encode` on one side,
+    `from_dict` on the other, which takes the fields it knows (checking their types), ignores the others,
+    and raises ProtocolError and nothing else. A new field is a new dataclass field with a default: older
+    readers ignore it, newer readers of older senders get the default."""
+
+    op: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"op": self.op}
+        for f in dataclasses.fields(self):
+            data[f.name] = getattr(self, f.name)
+        return data
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=_jsonable).encode()
+
+    @classmethod
+    def from_dict(cls: type[M], data: Any) -> M:
+        return cls(**_known_fields(cls, data, cls.op))
+
+    @classmethod
+    def decode(cls: type[M], raw: bytes | str) -> M:
+        return cls.from_dict(loads(raw))
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """Request: the run so far. Answered with a Snapshot."""
+
+    op: ClassVar[str] = "hello"
+
+
+@dataclass(frozen=True)
+class Replay(Message):
+    """Request: the logged events with after_seq < seq, at most `limit`, oldest first. Answered with EventsPage."""
+
+    op: ClassVar[str] = "replay"
+    after_seq: int = 0
+    limit: int = 5000
+
+
+@dataclass(frozen=True)
+class CommandRequest(Message):
+    """Request: `command` (checkpoint|stop) with the run's token. Answered with an Ack.
+
+    Its fields are taken as sent (any JSON): the publisher checks them one by one, in a fixed order,
+    so that a refusal names the first thing wrong."""
+
+    op: ClassVar[str] = "command"
+    command: Any = None
+    id: Any = None
+    token: Any = None
+    after_epoch: Any = False
+
+
+@dataclass(frozen=True)
+class Snapshot(Message):
+    """Reply to Hello: what a late joiner needs to draw the run so far.
+
+    `history` holds every epoch_end/checkpoint_saved/log/command/run_ended event, the latest system
+    event and the step events (downsampled for long runs, keeping each window's lowest and highest
+    loss); `last_seq` is the newest event it covers; `state` is "running" or the run's end status;
+    `dropped` counts events the stream could not carry (the event log has them: replay)."""
+
+    op: ClassVar[str] = "snapshot"
+    last_seq: int = 0
+    state: str = "running"
+    dropped: int = 0
+    run: RunStarted | None = None
+    history: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)  # fields of the reply this version does not know
+
+    @staticmethod
+    def encode_parts(last_seq: int, state: str, dropped: int, run: str | None, history: list[str]) -> bytes:
+        """The encoding of a Snapshot whose events are JSON text already (the publisher keeps them so)."""
+        head = json.dumps({"op": Snapshot.op, "last_seq": last_seq, "state": state, "dropped": dropped})
+        return (head[:-1] + ',"run":' + (run or "null") + ',"history":[' + ",".join(history) + "]}").encode()
+
+    def encode(self) -> bytes:
+        return Snapshot.encode_parts(self.last_seq, self.state, self.dropped, self.run.to_json() if self.run else None,
+                                     [event.to_json() for event in self.history])
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Snapshot:
+        head = _head(data, cls.op)
+        run = data.get("run")
+        run = from_dict(run) if isinstance(run, dict) else None
+        return cls(last_seq=_int(head, "last_seq"), state=str(head.get("state", "running")), dropped=_int(head, "dropped"),
+                   run=run if isinstance(run, RunStarted) else None, history=_events(head.get("history")),
+                   info={k: v for k, v in head.items() if k not in ("op", "run", "history", "last_seq", "state", "dropped")})
+
+
+@dataclass(frozen=True)
+class EventsPage(Message):
+    """Reply to Replay: logged events, oldest first; `last_seq` the newest the run had when it answered;
+    `more`: ask again from the last one."""
+
+    op: ClassVar[str] = "events"
+    events: list = field(default_factory=list)
+    last_seq: int = 0
+    more: bool = False
+
+    @staticmethod
+    def encode_parts(texts: list[bytes], last_seq: int, more: bool) -> bytes:
+        """The encoding of a page whose events are JSON text already (lines of the event log)."""
+        head = json.dumps({"op": EventsPage.op, "last_seq": last_seq, "more": more}).encode()
+        return head[:-1] + b',"events":[' + b",".join(texts) + b"]}"
+
+    def encode(self) -> bytes:
+        return EventsPage.encode_parts([event.to_json().encode() for event in self.events], self.last_seq, self.more)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> EventsPage:
+        head = _head(data, cls.op)
+        return cls(events=_events(head.get("events")), last_seq=_int(head, "last_seq"), more=bool(head.get("more")))
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """Reply to CommandRequest: accepted or refused (with the reason); `id` names the command in `command` events."""
+
+    op: ClassVar[str] = "ack"
+    id: str = ""
+    status: str = "refused"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """Reply to anything that is not a request (not JSON, unknown op, too large)."""
+
+    op: ClassVar[str] = "error"
+    status: str = "refused"
+    reason: str = ""
+
+
+REQUESTS: dict[str, type[Message]] = {cls.op: cls for cls in (Hello, Replay, CommandRequest)}
+
+
+def decode_request(raw: bytes | str) -> Message:
+    """The request in `raw`; ProtocolError saying what is wrong with it, in words for the reply."""
+    try:
+        data = loads(raw)
+    except ProtocolError:
+        raise ProtocolError("request is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("request is not a JSON object")
+    cls = REQUESTS.get(data.get("op")) if isinstance(data.get("op"), str) else None
+    if cls is None:
+        text = repr(data.get("op"))
+        raise ProtocolError(f"unknown op {text if len(text) <= 32 else text[:29] + '...'}; expected hello, replay or command")
+    return cls.from_dict(data)
+
+
+def decode_reply(raw: bytes | str, expected: type[M]) -> M | Error:
+    """The reply in `raw`: an `expected`, or the Error the run answered instead; ProtocolError if neither."""
+    data = loads(raw)
+    if isinstance(data, dict) and data.get("op") == expected.op:
+        return expected.from_dict(data)
+    if isinstance(data, dict):
+        reason = data.get("reason", data)
+        return Error(status=str(data.get("status", "refused")), reason=str(reason))
+    raise ProtocolError(f"a reply is a JSON object, got {type(data).__name__}")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """On the stream every second and at once to each new subscriber: not an event (no seq, not logged).
+    `last_seq` lets a subscriber notice events lost at the tail. A new field: a new dataclass field with
+    a default (readers ignore fields they do not know)."""
+
+    time: float = 0.0
+    last_seq: int = 0
+    state: str = "running"
+    progress_age: float | None = None  # seconds since rank 0's last step or evaluation batch (None: no trainer behind)
+    phase: str = ""  # what rank 0 is doing: training, validating, ... (see the Wire notes above)
+
+    def frames(self) -> list[bytes]:
+        data: dict[str, Any] = {"type": HEARTBEAT, "v": SCHEMA_VERSION}
+        data.update((k, v) for k, v in dataclasses.asdict(self).items() if v is not None)  # absent, not null
+        return [HEARTBEAT.encode(), json.dumps(data, default=_jsonable).encode()]
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Heartbeat:
+        return cls(**_known_fields(cls, loads(raw), HEARTBEAT))
+
+
+def _known_fields(cls: type, data: Any, name: str) -> dict[str, Any]:
+    """The fields of dataclass `cls` found in `data`, each of its declared type; others are ignored."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a {name} message is a JSON object, got {type(data).__name__}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            value = data[f.name]
+            if not _field_ok(value, str(f.type)):
+                raise ProtocolError(f"{name}.{f.name}: expected {f.type}, got {type(value).__name__}")
+            values[f.name] = value
+    return values
+
+
+def _head(data: Any, op: str) -> dict:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a {op} reply is a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _int(data: dict, name: str) -> int:
+    value = data.get(name) or 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"{name}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _events(items: Any) -> list[Event]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ProtocolError(f"expected a list of events, got {type(items).__name__}")
+    return [e for e in (from_dict(item) for item in items) if e is not None]

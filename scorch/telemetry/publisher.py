@@ -2,7 +2,7 @@
 
 The training thread only appends to a bounded deque (`Publisher.event`): no
 lock, no socket, no serialisation, never a wait. When the deque is full the
-event is dropped from the stream and counted (events.jsonl still has it, and
+event is dropped from the stream and counted (the event log still has it, and
 clients fill such holes with `replay`); the count is reported in a `log` event.
 
 One thread owns the ZeroMQ sockets. It publishes what the deque holds (and a
@@ -26,10 +26,9 @@ those may connect; commands always need the token.
 
 from __future__ import annotations
 
-import bisect
+import dataclasses
 import hmac
 import ipaddress
-import json
 import math
 import os
 import secrets
@@ -41,25 +40,32 @@ from typing import Any, Callable
 
 import zmq
 
+from scorch import events_log
 from scorch.callbacks import Callback
 from scorch.errors import ScorchError
 from scorch.run_folder import RunFolder, atomic_write_text
 from scorch.telemetry.control import Control
 from scorch.telemetry.protocol import (
     COMMANDS,
-    HEARTBEAT,
     MAX_REQUEST_BYTES,
-    SCHEMA_VERSION,
+    Ack,
     Command,
+    CommandRequest,
+    Error,
     Event,
+    EventsPage,
+    Heartbeat,
+    Hello,
     Log,
     ProtocolError,
+    Replay,
     RunEnded,
     RunStarted,
+    Snapshot,
     Step,
     System,
-    decode,
-    loads,
+    decode_request,
+    event_frames,
 )
 
 QUEUE_SIZE = 10_000  # events waiting for the publisher thread; beyond this they are dropped and counted
@@ -210,7 +216,7 @@ class History:
 
     def add(self, event: Event, text: str) -> None:
         if event.seq <= self.last_seq:
-            return  # already seen (read from events.jsonl at start, then queued again)
+            return  # already seen (read from the event log at start, then queued again)
         self.last_seq = event.seq
         if isinstance(event, Step):
             self.steps.add(event.seq, event.loss, text)
@@ -226,6 +232,12 @@ class History:
             elif isinstance(event, RunEnded):
                 self.state = event.status
 
+    def add_line(self, line: events_log.Line) -> None:
+        """A line of the event log read before this process started (a resumed run): late joiners see it all."""
+        if line.event is not None:
+            self.add(line.event, line.text.decode("utf-8", "replace"))
+        self.state = "running"  # an earlier process ended; this one is live
+
     def snapshot(self, dropped: int) -> bytes:
         key = (self.last_seq, self.state, dropped)
         if self._snapshot is not None and self._snapshot[0] == key:
@@ -234,59 +246,9 @@ class History:
         if self.system is not None:
             items.append(self.system)
         items.sort()
-        head = json.dumps({"op": "snapshot", "last_seq": self.last_seq, "state": self.state, "dropped": dropped})
-        reply = (head[:-1] + ',"run":' + (self.run or "null") + ',"history":[' + ",".join(t for _, t in items) + "]}").encode()
+        reply = Snapshot.encode_parts(self.last_seq, self.state, dropped, self.run, [t for _, t in items])
         self._snapshot = (key, reply)
         return reply
-
-
-class EventLog:
-    """Pages of events.jsonl by seq, for `replay`: a sparse index of (seq before, byte offset) makes
-    each page cost what it returns, not what precedes it."""
-
-    INDEX_EVERY = 256  # lines between index entries
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._seqs = [0]
-        self._offsets = [0]
-
-    def page(self, after_seq: int, limit: int, upto_seq: int) -> tuple[list[str], bool]:
-        """JSON lines with after_seq < seq <= upto_seq, at most `limit`; and whether more remain."""
-        i = bisect.bisect_right(self._seqs, after_seq) - 1
-        offset, lines, size, since_index, prev_seq = self._offsets[i], [], 0, 0, self._seqs[i]
-        try:
-            fh = open(self.path, "rb")
-        except OSError:
-            return [], False
-        with fh:
-            fh.seek(offset)
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break  # being written: not yet an event
-                start, offset = offset, offset + len(raw)
-                try:
-                    seq = loads(raw).get("seq")
-                except (ProtocolError, AttributeError):
-                    continue
-                if not isinstance(seq, int):
-                    continue
-                since_index += 1
-                if since_index >= self.INDEX_EVERY and start > self._offsets[-1]:
-                    self._seqs.append(prev_seq)
-                    self._offsets.append(start)
-                    since_index = 0
-                prev_seq = seq
-                if seq <= after_seq:
-                    continue
-                if seq > upto_seq:
-                    return lines, False
-                if len(lines) >= limit or size >= REPLAY_MAX_BYTES:
-                    return lines, True
-                text = raw.decode("utf-8", "replace").strip()
-                lines.append(text)
-                size += len(text)
-        return lines, False
 
 
 # -- the publisher --------------------------------------------------------------------------------
@@ -295,12 +257,13 @@ class Publisher(Callback):
     """Publishes every event of the run and answers hello/replay/command requests (global rank 0 only).
 
     `emit` numbers and logs the `command` events this thread produces (the
-    trainer's thread-safe `emit`); `control` receives accepted commands.
+    trainer's thread-safe `emit`); `control` receives accepted commands. `history`: what a resumed
+    run's event log already holds (`events_log.Writer(visit=history.add_line)` reads it once).
     """
 
     def __init__(self, run: RunFolder, control: Control | None = None, emit: Callable[[Event], None] | None = None,
                  bind: str = "127.0.0.1:0", curve_keys: str = "", queue_size: int = QUEUE_SIZE,
-                 progress: Callable[[], tuple[float, str]] | None = None) -> None:
+                 progress: Callable[[], tuple[float, str]] | None = None, history: History | None = None) -> None:
         self.run = run
         self.progress = progress  # (seconds since the last step, phase) for the heartbeat; called on this thread
         self.control = control
@@ -317,12 +280,8 @@ class Publisher(Callback):
         self._rest_until = 0.0  # no requests answered before this (time.monotonic()): see REQUEST_DUTY
         self._thread: threading.Thread | None = None
         self._auth: Any = None
-        self.history = History()
-        self.log = EventLog(run.events_path)
-        try:  # what an earlier process of this run logged; later events arrive through the queue
-            self._seed_bytes = os.path.getsize(run.events_path)
-        except OSError:
-            self._seed_bytes = 0
+        self.history = history or History()
+        self.pages = events_log.Pages(run.events_path)
 
         host, port, keys = check_bind(bind, curve_keys)
         self.context = zmq.Context()
@@ -400,7 +359,6 @@ class Publisher(Callback):
 
     def _serve(self) -> None:
         try:
-            self._seed()
             poller = zmq.Poller()
             poller.register(self.router, zmq.POLLIN)
             poller.register(self.pub, zmq.POLLIN)
@@ -441,28 +399,6 @@ class Publisher(Callback):
                 sock.close(linger=pub_linger_ms if name == "pub" else 0)  # let the last events (run_ended) leave
         self.context.term()
 
-    def _seed(self) -> None:
-        """A resumed run: the history so far comes from events.jsonl, so a late joiner sees the whole run."""
-        if not self._seed_bytes:
-            return
-        try:
-            fh = open(self.log.path, "rb")
-        except OSError:
-            return
-        consumed = 0
-        with fh:
-            for raw in fh:
-                consumed += len(raw)
-                if self._stopping.is_set() or consumed > self._seed_bytes:
-                    break
-                try:
-                    event = decode(raw)
-                except ProtocolError:
-                    continue
-                if event is not None:
-                    self.history.add(event, raw.decode("utf-8", "replace").strip())
-        self.history.state = "running"  # an earlier process ended; this one is live
-
     def _welcome(self) -> None:
         """A new subscription: a heartbeat right away tells that subscriber its stream is live."""
         subscribed = False
@@ -478,17 +414,15 @@ class Publisher(Callback):
 
     def _heartbeat(self) -> None:
         """Not an event (no seq, not logged): the newest seq, so subscribers notice a lost last event."""
-        beat: dict[str, Any] = {"type": HEARTBEAT, "v": SCHEMA_VERSION, "time": time.time(),
-                                "last_seq": self.history.last_seq, "state": self.history.state}
+        beat = Heartbeat(time=time.time(), last_seq=self.history.last_seq, state=self.history.state)
         if self.progress is not None:
             try:
                 age, phase = self.progress()
-                beat["progress_age"], beat["phase"] = round(age, 3), phase
+                beat = dataclasses.replace(beat, progress_age=round(age, 3), phase=phase)
             except Exception:  # noqa: BLE001 - a heartbeat without the figures beats no heartbeat
                 pass
-        body = json.dumps(beat)
         try:
-            self.pub.send_multipart([HEARTBEAT.encode(), body.encode()], zmq.NOBLOCK)
+            self.pub.send_multipart(beat.frames(), zmq.NOBLOCK)
         except zmq.Again:
             pass
         self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
@@ -501,7 +435,7 @@ class Publisher(Callback):
             except (TypeError, ValueError):
                 continue  # not JSON-able: the JSONL log has already complained
             try:
-                self.pub.send_multipart([event.type.encode(), text.encode()], zmq.NOBLOCK)
+                self.pub.send_multipart(event_frames(event, text), zmq.NOBLOCK)
             except zmq.Again:
                 pass  # PUB drops at the high-water mark rather than wait
             self.history.add(event, text)
@@ -528,7 +462,7 @@ class Publisher(Callback):
         try:
             reply = self._answer(frames[-1])
         except Exception as exc:  # noqa: BLE001 - no request may bring the publisher down
-            reply = _error(f"internal error: {type(exc).__name__}")
+            reply = Error(reason=f"internal error: {type(exc).__name__}").encode()
         try:
             self.router.send_multipart(frames[:-1] + [reply], zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -536,38 +470,29 @@ class Publisher(Callback):
 
     def _answer(self, body: bytes) -> bytes:
         if len(body) > MAX_REQUEST_BYTES:
-            return _error(f"request larger than {MAX_REQUEST_BYTES} bytes")
+            return Error(reason=f"request larger than {MAX_REQUEST_BYTES} bytes").encode()
         try:
-            request = loads(body)
-        except ProtocolError:
-            return _error("request is not JSON")
-        if not isinstance(request, dict):
-            return _error("request is not a JSON object")
-        op = request.get("op")
-        if op == "hello":
+            request = decode_request(body)
+        except ProtocolError as exc:
+            return Error(reason=str(exc)).encode()
+        if isinstance(request, Hello):
             return self.history.snapshot(self.dropped)
-        if op == "replay":
+        if isinstance(request, Replay):
             return self._replay(request)
-        if op == "command":
-            return json.dumps(self._command(request)).encode()
-        return _error(f"unknown op {_short(op)}; expected hello, replay or command")
+        assert isinstance(request, CommandRequest)
+        return self._command(request).encode()
 
-    def _replay(self, request: dict) -> bytes:
-        after, limit = request.get("after_seq", 0), request.get("limit", REPLAY_MAX)
-        if not _is_int(after) or not _is_int(limit) or after < 0 or limit < 1:
-            return _error("replay needs integer after_seq >= 0 and limit >= 1")
+    def _replay(self, request: Replay) -> bytes:
+        if request.after_seq < 0 or request.limit < 1:
+            return Error(reason="replay needs integer after_seq >= 0 and limit >= 1").encode()
         upto = self.history.last_seq
-        lines, more = self.log.page(after, min(limit, REPLAY_MAX), upto)
-        head = json.dumps({"op": "events", "last_seq": upto, "more": more})
-        return (head[:-1] + ',"events":[' + ",".join(lines) + "]}").encode()
+        texts, more = self.pages.page(request.after_seq, min(request.limit, REPLAY_MAX), upto, REPLAY_MAX_BYTES)
+        return EventsPage.encode_parts(texts, upto, more)
 
-    def _command(self, request: dict) -> dict:
-        given_id = request.get("id")
+    def _command(self, request: CommandRequest) -> Ack:
+        given_id, command, after_epoch, token = request.id, request.command, request.after_epoch, request.token
         command_id = given_id if isinstance(given_id, str) and 0 < len(given_id) <= 64 else uuid.uuid4().hex[:12]
-        command = request.get("command")
         name = command if isinstance(command, str) and len(command) <= 32 else _short(command)
-        after_epoch = request.get("after_epoch", False)
-        token = request.get("token")
         if not isinstance(token, str) or not token:
             return self._refuse(command_id, name, "missing token (read it from RUN_DIR/.token)", after_epoch)
         if not hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode()):
@@ -582,9 +507,9 @@ class Publisher(Callback):
             return self._refuse(command_id, name, "this run takes no commands", after_epoch)
         self.control.request(command, id=command_id, after_epoch=after_epoch, source="request")
         self._log_event(Command(id=command_id, command=command, status="accepted", after_epoch=after_epoch))
-        return {"op": "ack", "id": command_id, "status": "accepted", "reason": ""}
+        return Ack(id=command_id, status="accepted")
 
-    def _refuse(self, command_id: str, command: str, reason: str, after_epoch: Any) -> dict:
+    def _refuse(self, command_id: str, command: str, reason: str, after_epoch: Any) -> Ack:
         now = time.monotonic()
         while self._refusals and self._refusals[0] < now - 60:
             self._refusals.popleft()
@@ -594,7 +519,7 @@ class Publisher(Callback):
                                     after_epoch=after_epoch is True))
         else:
             self._unlogged_refusals += 1
-        return {"op": "ack", "id": command_id, "status": "refused", "reason": reason}
+        return Ack(id=command_id, status="refused", reason=reason)
 
     def _report(self) -> None:
         """Now and then, say in the log what the stream could not carry."""
@@ -605,7 +530,7 @@ class Publisher(Callback):
         if dropped:
             self._reported_dropped += dropped
             self._log_event(Log(level="warning", message=f"telemetry: {dropped} events were not streamed (publisher "
-                                "queue full); events.jsonl has them and clients fetch them with replay"))
+                                "queue full); the event log has them and clients fetch them with replay"))
         if refused:  # during a flood too, every DROP_REPORT_SECONDS: the count is what tells of an attack
             self._unlogged_refusals = 0
             self._log_event(Log(level="warning", message=f"telemetry: {refused} more commands were refused "
@@ -621,14 +546,6 @@ class Publisher(Callback):
             pass
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 32 else text[:29] + "..."
-
-
-def _error(reason: str) -> bytes:
-    return json.dumps({"op": "error", "status": "refused", "reason": reason}).encode()

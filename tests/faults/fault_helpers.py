@@ -21,7 +21,7 @@ from typing import Any, Callable
 from conftest import EXAMPLES, scorch_env
 
 from scorch import checkpoint as ckpt
-from scorch.telemetry import protocol
+from scorch import events_log
 
 START_TIMEOUT = 180.0  # seconds for a process to import torch and log its first events on a loaded box
 
@@ -247,12 +247,14 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> An
 
 
 def assert_run_folder_whole(run_dir: Path) -> dict[str, dict]:
-    """Every checkpoint in the folder loads with torch.load and events.jsonl reads with the protocol
-    reader; returns the loaded checkpoints by file name."""
+    """Every checkpoint in the folder loads with torch.load and every line of the event log reads, but for
+    a torn last line (events_log's reader counts any other); returns the loaded checkpoints by file name."""
     loaded = {}
     for path in sorted((run_dir / "checkpoints").glob("*.pt")):
         loaded[path.name] = ckpt.load(str(path))  # raises ScorchError on a torn or foreign file
-    protocol.read_events(str(run_dir / "events.jsonl"))  # raises on anything but a torn last line
+    reader = events_log.Reader(events_log.path(str(run_dir)))
+    reader.events()
+    assert reader.skipped == reader.refused == 0, reader.warning()
     return loaded
 
 

@@ -17,7 +17,7 @@ from conftest import read_events, tiny_args, train
 from fault_helpers import FAILING_SAVE, Job, assert_run_folder_whole, child_env, of_type, run_args, slow_model, temp_files
 
 from scorch import checkpoint as ckpt
-from scorch.telemetry import protocol
+from scorch import events_log
 
 STEPS = 50  # steps an epoch at size 2000
 
@@ -165,7 +165,7 @@ def test_a_disk_that_fills_up_under_the_event_log_stops_cleanly(tmp_path, mounts
     assert f"could not write {run_dir / 'events.jsonl'}: the disk is full" in err and "Traceback" not in err, err
     # AND the log holds only whole lines: a line that did not fit was taken back
     assert (run_dir / "events.jsonl").read_bytes().endswith(b"\n")
-    assert protocol.read_events(str(run_dir / "events.jsonl"))[-1].type == "step"
+    assert events_log.read_events(str(run_dir / "events.jsonl"))[-1].type == "step"
 
 
 @pytest.mark.parametrize("on_error", ["stop", "continue"])

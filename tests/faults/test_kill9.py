@@ -10,7 +10,7 @@ import time
 import pytest
 from fault_helpers import Job, assert_run_folder_whole, fault_seed, of_type, run_args, slow_model, temp_files, wait_until
 
-from scorch.telemetry import protocol
+from scorch import events_log
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_kill_9_at_random_instants_never_loses_a_checkpoint_and_the_run_resumes(
         # THEN last.pt, best.pt and the kept ones all load, and events.jsonl reads (a torn last line skipped)
         loaded = assert_run_folder_whole(run_dir)
         assert {"last.pt", "best.pt"} <= set(loaded), f"seed {seed}, trial {trial}: {sorted(loaded)}"
-        seen = protocol.read_events(str(run_dir / "events.jsonl"))[-1].seq
+        seen = events_log.read_events(str(run_dir / "events.jsonl"))[-1].seq
         # AND the next process resumes from the folder
         args = ["--resume", str(run_dir), "--headless"]
     epochs = loaded["last.pt"]["epoch"] + 2
@@ -45,7 +45,7 @@ def test_kill_9_at_random_instants_never_loses_a_checkpoint_and_the_run_resumes(
         code = job.wait()
     assert code == 0, f"seed {seed}: {job.stderr()}"
     # AND the log, torn tails cut on each resume, reads whole with strictly growing seq
-    events = protocol.read_events(str(run_dir / "events.jsonl"))
+    events = events_log.read_events(str(run_dir / "events.jsonl"))
     assert [e.seq for e in events] == sorted({e.seq for e in events})
     assert events[-1].type == "run_ended" and events[-1].status == "completed" and events[-1].epoch == epochs
     assert len(of_type(job.events(), "run_started")) == 4

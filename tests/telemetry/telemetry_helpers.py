@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scorch.callbacks.jsonl import JsonlLog
+from scorch import events_log
 from scorch.emitter import Emitter
 from scorch.run_folder import RunFolder
 from scorch.telemetry.client import RunClient
 from scorch.telemetry.control import Control
 from scorch.telemetry.protocol import Event, RunStarted, Step
-from scorch.telemetry.publisher import Publisher
+from scorch.telemetry.publisher import History, Publisher
 
 
 class SyntheticRun:
@@ -25,8 +25,10 @@ class SyntheticRun:
         self.folder.create(reuse=resume)
         self.folder.write_info(name=path.name, state="running", pid=os.getpid())
         self.control = Control()
-        self.emitter = Emitter([JsonlLog(self.folder.events_path)], seq=self.folder.last_seq())  # a resumed run numbers on
-        self.publisher = Publisher(self.folder, self.control, self.emit, **publisher_args)
+        history = History()  # a resumed run: what its log holds, read once by the writer, as the trainer does
+        log = events_log.Writer(self.folder.events_path, visit=history.add_line)
+        self.emitter = Emitter([log], seq=log.last_seq)  # a resumed run numbers on
+        self.publisher = Publisher(self.folder, self.control, self.emit, history=history, **publisher_args)
         self.emitter.callbacks.append(self.publisher)
 
     @property

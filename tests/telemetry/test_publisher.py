@@ -135,7 +135,7 @@ def test_a_resumed_run_shows_its_whole_history_and_is_live_again(tmp_path):
     assert [e.type for e in snapshot.history].count("step") == 25
     assert snapshot.run is not None and snapshot.run.seq == 23
     assert [e.seq for e in everything] == list(range(1, 29))
-    assert ack["status"] == "accepted"
+    assert ack.status == "accepted"
 
 
 def test_events_the_stream_dropped_are_filled_from_the_log(tmp_path):
@@ -185,17 +185,17 @@ def test_commands_need_the_token_and_every_outcome_is_logged(run):
         for c in (no_token, wrong, right):
             c.close()
     # THEN only the right token is accepted and reaches the trainer's control queue
-    assert refused_missing["status"] == "refused" and "missing token" in refused_missing["reason"]
-    assert refused_wrong["status"] == "refused" and refused_wrong["reason"] == "wrong token"
-    assert unknown["status"] == "refused" and "unknown command" in unknown["reason"]
-    assert accepted["status"] == "accepted"
+    assert refused_missing.status == "refused" and "missing token" in refused_missing.reason
+    assert refused_wrong.status == "refused" and refused_wrong.reason == "wrong token"
+    assert unknown.status == "refused" and "unknown command" in unknown.reason
+    assert accepted.status == "accepted"
     requests = run.control.take()
-    assert [(r.command, r.id, r.after_epoch, r.source) for r in requests] == [("stop", accepted["id"], True, "request")]
+    assert [(r.command, r.id, r.after_epoch, r.source) for r in requests] == [("stop", accepted.id, True, "request")]
     # AND every outcome is a `command` event in the log, without the token given
     commands = [e for e in run.logged() if e["type"] == "command"]
     assert [(c["id"], c["status"]) for c in commands] == [
-        (refused_missing["id"], "refused"), (refused_wrong["id"], "refused"), (unknown["id"], "refused"),
-        (accepted["id"], "accepted")]
+        (refused_missing.id, "refused"), (refused_wrong.id, "refused"), (unknown.id, "refused"),
+        (accepted.id, "accepted")]
     assert "guess" not in open(run.folder.events_path).read()
 
 
@@ -203,7 +203,7 @@ def test_a_finished_run_refuses_commands(run, client):
     run.start()
     run.wait_published(run.emit(RunEnded(status="stopped")).seq)
     ack = client.command("checkpoint")
-    assert ack["status"] == "refused" and "ended" in ack["reason"]
+    assert ack.status == "refused" and "ended" in ack.reason
     assert run.control.take() == []
 
 
@@ -294,7 +294,7 @@ def test_curve_encrypts_both_sockets_and_plain_clients_get_nothing(tmp_path, cap
         event = curve.recv(5.0)
         ack = curve.command("checkpoint")
         # THEN the CURVE client sees the run and may command; the plain one gets no answer
-        assert snapshot.run is not None and isinstance(event, Step) and ack["status"] == "accepted"
+        assert snapshot.run is not None and isinstance(event, Step) and ack.status == "accepted"
         with pytest.raises(ClientError, match="no answer"):
             plain.hello()
     finally:
@@ -419,3 +419,28 @@ def test_a_request_flood_gets_a_bounded_share_of_the_cpu_and_valid_clients_are_s
     assert snapshot.last_seq >= 101  # and up to 30 refusals a minute logged
     assert share < 0.3, share
     assert run.control.take() == []
+
+
+def test_the_client_hands_each_event_out_once_across_snapshots_and_reconnects(run, client):
+    # GIVEN a client that has seen the run so far (RunClient.last_seq: the receiving side's one record)
+    run.start()
+    run.steps(10)
+    run.wait_published(run.seq)
+    first = client.hello()
+    assert [e.seq for e in first.history] == list(range(1, 12)) and client.last_seq == 11
+    # WHEN more happens and it asks again (the dashboard's check when the stream is quiet)
+    run.steps(5, start=10)
+    run.wait_published(run.seq)
+    again = client.hello(newer_only=True)
+    # AND a new client takes over its record (a reconnect) and asks after more
+    fresh = run.client(timeout=3.0)
+    try:
+        fresh.last_seq = client.last_seq
+        run.steps(2, start=15)
+        run.wait_published(run.seq)
+        later = fresh.hello(newer_only=True)
+    finally:
+        fresh.close()
+    # THEN each snapshot hands out only what was not handed out before
+    assert [e.seq for e in again.history] == list(range(12, 17))
+    assert [e.seq for e in later.history] == [17, 18] and fresh.last_seq == 18

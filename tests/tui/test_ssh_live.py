@@ -98,11 +98,10 @@ def test_a_run_resumed_on_new_ports_with_a_new_token_is_followed_through_ssh(tmp
     try:
         read_until(source, reached(LIVE))
         # WHEN the job's process goes and the run is resumed (new ports, new token in the run folder)
-        seq = job.seq
         job.close()
         read_until(source, lambda items: any(c.state != LIVE for c in states(items)))
         old_token = (run_dir / ".token").read_text()
-        job = FakeJob(run_dir, seq=seq)
+        job = FakeJob(run_dir)  # a resumed job: its log numbers it on
         assert (run_dir / ".token").read_text() != old_token
         # THEN the dashboard follows it, and commands carry the new token
         read_until(source, reached(LIVE))

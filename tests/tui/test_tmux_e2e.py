@@ -21,7 +21,8 @@ import psutil
 import pytest
 from tui_helpers import ROOT, train_args
 
-from scorch.telemetry.protocol import CheckpointSaved, read_events
+from scorch.events_log import read_events
+from scorch.telemetry.protocol import CheckpointSaved
 
 pytestmark = [
     pytest.mark.slow,

@@ -185,19 +185,6 @@ async def test_a_disconnect_shows_and_recovers():
         assert app.run_screen.check_action("checkpoint", ()) is True
 
 
-async def test_history_repeated_after_a_reconnect_is_not_counted_twice():
-    run, source = ScriptedRun(), ScriptedSource()
-    app = dashboard(source, run)
-    events = run.through(2, 30)
-    async with app.run_test(size=(80, 24)) as pilot:
-        source.feed(LIVE, *events)
-        await settle(pilot)
-        count = app.run_screen.model.train_loss.count
-        source.feed(ConnectionChanged("reconnecting", "gone"), LIVE, *events)  # a new snapshot repeats history
-        await settle(pilot)
-        assert app.run_screen.model.train_loss.count == count
-
-
 async def test_the_palette_offers_the_same_commands():
     run, source = ScriptedRun(), ScriptedSource()
     app = dashboard(source, run)

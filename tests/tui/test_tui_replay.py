@@ -10,7 +10,8 @@ from pathlib import Path
 from scorch_tui.app import ScorchApp
 from scorch_tui.sources import ReplaySource
 
-from scorch.telemetry.protocol import EpochEnd, RunEnded, read_events
+from scorch.events_log import read_events
+from scorch.telemetry.protocol import EpochEnd, RunEnded
 
 
 async def wait_until(pilot, predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +31,7 @@ async def test_replay_of_a_finished_run_shows_its_final_state(finished_run: Path
     app = ScorchApp(ReplaySource(str(finished_run)))
     async with app.run_test(size=(80, 24)) as pilot:
         # WHEN the dashboard replays its folder
-        await wait_until(pilot, lambda: app.run_screen.model.last_seq == events[-1].seq)
+        await wait_until(pilot, lambda: app.run_screen.model.last_time == events[-1].time)
         text = app.export_text()
         # THEN it shows a replay of a completed run, at its last epoch and step
         assert "REPLAY" in text and "COMPLETED" in text and "ETA" not in text

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from scorch.callbacks.jsonl import JsonlLog
+from scorch import events_log
 from scorch.emitter import Emitter
 from scorch.run_folder import RunFolder
 from scorch.telemetry.control import Control
@@ -28,7 +28,7 @@ from scorch.telemetry.protocol import (
     Step,
     System,
 )
-from scorch.telemetry.publisher import Publisher
+from scorch.telemetry.publisher import History, Publisher
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits"
@@ -164,13 +164,15 @@ def items_of(*groups: list[Event]) -> Iterator[Event]:
 class FakeJob:
     """The parts of a trainer the publisher needs: the trainer's Emitter into events.jsonl and the stream."""
 
-    def __init__(self, run_dir: Path, seq: int = 0, bind: str = "127.0.0.1:0", progress=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, run_dir: Path, bind: str = "127.0.0.1:0", progress=None) -> None:  # type: ignore[no-untyped-def]
         self.folder = RunFolder(str(run_dir))
         self.folder.create(reuse=True)
         self.folder.write_info(name=run_dir.name, state="running", pid=os.getpid(), hosts=[os.uname().nodename])
         self.control = Control()
-        self.emitter = Emitter([JsonlLog(self.folder.events_path)], seq=seq)
-        self.publisher = Publisher(self.folder, self.control, self.emit, bind=bind, progress=progress)
+        history = History()  # a job that comes back: what its log holds, read once by the writer, as the trainer does
+        log = events_log.Writer(self.folder.events_path, visit=history.add_line)
+        self.emitter = Emitter([log], seq=log.last_seq)
+        self.publisher = Publisher(self.folder, self.control, self.emit, bind=bind, progress=progress, history=history)
         self.emitter.callbacks.append(self.publisher)
 
     @property

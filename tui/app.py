@@ -25,7 +25,11 @@ from textual.screen import Screen
 class ScorchApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "scorch"
-    BINDINGS = [Binding("q", "quit", "quit")]
+    # ctrl+c quits like any terminal program (Textual makes it "copy"); the job goes on either way.
+    BINDINGS = [Binding("q", "quit", "quit"), Binding("ctrl+c", "quit", "quit", show=False, priority=True)]
+    # Textual's own palette entries that do not apply here: a keys panel that squeezes the view (? is the help),
+    # maximize, and a screenshot into the working folder of whoever runs the dashboard.
+    HIDDEN_SYSTEM_COMMANDS = ("Quit", "Keys", "Maximize", "Minimize", "Screenshot")
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
 
@@ -90,5 +94,5 @@ class ScorchApp(App):
                 yield SystemCommand("Back to the runs", "The run list of the folder", run.action_back)
         yield SystemCommand("Quit", "Leave the dashboard; the job goes on", self.action_quit)
         for command in super().get_system_commands(screen):
-            if command.title not in ("Quit",):
+            if command.title not in self.HIDDEN_SYSTEM_COMMANDS:
                 yield command

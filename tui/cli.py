@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replay the event log even if the run is still going (no commands)")
     parser.add_argument("--curve-keys", metavar="DIR", default="",
                         help="keys folder from `scorch-ctl keygen` for a run bound beyond 127.0.0.1 with CURVE")
+    parser.add_argument("--mouse", action="store_true",
+                        help="let the dashboard take the mouse (off by default, so text can be selected over SSH)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     return parser
@@ -91,7 +93,7 @@ def tui_main(argv: list[str] | None = None) -> int:
         from scorch_tui.app import ScorchApp
 
         app = ScorchApp(plan.source, runs_folder=plan.runs_folder, opener=plan.opener)
-        app.run()
+        app.run(mouse=args.mouse)  # mouse capture off unless asked: a terminal's own selection works over SSH
         return 0
     except SourceError as exc:
         print(f"scorch-tui: error: {exc.message}", file=sys.stderr)

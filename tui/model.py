@@ -42,7 +42,8 @@ from scorch.telemetry.protocol import (
     System,
 )
 
-RECENT = 200  # recent notes kept for the event log
+RECENT = 1000  # recent notes kept for the event log
+START_NOTES = 20  # and the run's first ones, kept for good: how it started (resumed from where, on which hosts)
 # STALLED: no step for max(STALL_FLOOR, STALL_STEPS x the usual step time). The floor keeps a slow first step,
 # a data loader refilling, a garbage collection from crying wolf; 5 steps' time catches a slow run stuck.
 STALL_FLOOR = 10.0
@@ -166,7 +167,9 @@ class RunModel:
         self.stop_pending = False  # a stop after this epoch was applied: the run ends at the epoch's end
         # Events and commands.
         self.notes: deque[Note] = deque(maxlen=RECENT)
+        self.start_notes: list[Note] = []  # the first START_NOTES notes (also in `notes` until pushed out)
         self.notes_total = 0
+        self.last_error: Note | None = None  # pinned where the events are shown, however many lines follow
         self.last_ack: CommandAck | None = None
         self.beat: HeartbeatSeen | None = None  # the newest heartbeat: age of the last step, rank 0's phase
         self.last_checkpoint: CheckpointSaved | None = None
@@ -197,7 +200,14 @@ class RunModel:
             self.version += 1
 
     def _note(self, at: float | None, kind: str, text: str, level: str = "info") -> None:
-        self.notes.append(Note(None if at is None or self.started is None else at - self.started, kind, text, level))
+        note = Note(None if at is None or self.started is None else at - self.started, kind, text, level)
+        self.notes.append(note)
+        if len(self.start_notes) < START_NOTES:
+            self.start_notes.append(note)
+        if level == "error":
+            self.last_error = note
+        elif kind == "connection" and level == "good":
+            self.last_error = None  # connected again: the connection error is history
         self.notes_total += 1
 
     def _info(self, info: dict) -> None:

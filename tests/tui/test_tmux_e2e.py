@@ -290,3 +290,23 @@ def test_wait_opens_before_the_job_and_goes_live_when_it_starts(tmp_path: Path):
         tmux.close()
         if job is not None:
             end_job(job)
+
+
+def test_the_mouse_is_left_to_the_terminal_unless_asked_and_ctrl_c_quits(finished_run: Path):
+    # GIVEN the dashboard on a finished run, started as a user would (no flags), and one with --mouse
+    plain, grabbing = Tmux(80, 24), Tmux(80, 24)
+    try:
+        plain.start([sys.executable, "-m", "scorch_tui", str(finished_run)])
+        grabbing.start([sys.executable, "-m", "scorch_tui", "--mouse", str(finished_run)])
+        for t in (plain, grabbing):
+            t.wait_for(lambda s: "COMPLETED" in header(s), "the replay on screen", timeout=60)
+        flags = "#{mouse_any_flag}#{mouse_button_flag}#{mouse_standard_flag}#{mouse_sgr_flag}"
+        # THEN only --mouse turns on the terminal's mouse reporting (so text can be selected over SSH)
+        assert plain.run("display-message", "-p", "-t", plain.session, flags).stdout.strip() == "0000"
+        assert "1" in grabbing.run("display-message", "-p", "-t", grabbing.session, flags).stdout
+        # AND ctrl+c quits, as in any terminal program
+        plain.keys("C-c")
+        plain.wait_for(lambda s: plain.pane_dead(), "the dashboard to quit on ctrl+c", timeout=20)
+    finally:
+        plain.close()
+        grabbing.close()

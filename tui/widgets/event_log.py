@@ -1,4 +1,10 @@
-"""EventLog: recent checkpoints, commands, warnings and connection changes, newest at the bottom."""
+"""EventLog: checkpoints, commands, warnings and connection changes, newest at the bottom.
+
+The run's first notes stay at the top (how it started, resumed from where), the
+latest error is pinned in the panel's title, lines too long end in "…",
+and scrolling up stays put while new events arrive (only a view at the bottom
+follows them), like `less +F` or a chat window.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +15,73 @@ from textual.widgets import RichLog
 
 # Single-width symbols only (no emoji): they must line up in any terminal over SSH.
 ICONS = {"checkpoint": "✓", "command": "»", "ack": "»", "log": "·", "connection": "!", "ended": "■"}
+MAX_LINES = 2000  # beyond this the panel is redrawn from the model: the run's start and its recent notes
 
 
 class EventLog(RichLog):
-    """Appends only the notes it has not written yet; old lines scroll away (bounded)."""
+    """Appends the notes it has not written yet; redraws them all when the width changes (ellipses move)."""
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(max_lines=500, wrap=False, markup=False, auto_scroll=True, **kwargs)  # type: ignore[arg-type]
+        super().__init__(max_lines=None, wrap=False, markup=False, auto_scroll=False, **kwargs)  # type: ignore[arg-type]
         self.border_title = "events"
         self._written = 0
+        self._width = 0
+        self._model: RunModel | None = None
+
+    @property
+    def at_end(self) -> bool:
+        return self.scroll_y >= self.max_scroll_y
 
     def show(self, model: RunModel) -> None:
+        self._model = model
+        self._pin(model)
+        width = self.scrollable_content_region.width
+        if width != self._width or len(self.lines) + model.notes_total - self._written > MAX_LINES:
+            self._redraw(model, width)
+            return
         new = model.notes_total - self._written
         if new <= 0:
             return
-        notes = list(model.notes)[-min(new, len(model.notes)):]
+        follow = self.at_end
         self._written = model.notes_total
-        for note in notes:
-            self.write(note_line(note))
+        for note in list(model.notes)[-min(new, len(model.notes)):]:
+            self.write(note_line(note, width), scroll_end=follow)
+
+    def _redraw(self, model: RunModel, width: int) -> None:
+        follow, y = self.at_end, self.scroll_y
+        self._width, self._written = width, model.notes_total
+        self.clear()
+        recent = list(model.notes)
+        start = [note for note in model.start_notes if not any(note is kept for kept in recent)]
+        for note in start:
+            self.write(note_line(note, width), scroll_end=False)
+        skipped = model.notes_total - len(start) - len(recent)
+        if skipped > 0:
+            self.write(Text(f"… {skipped} more events (all of them in events.jsonl)", style="dim"), scroll_end=False)
+        for note in recent:
+            self.write(note_line(note, width), scroll_end=False)
+        if follow:
+            self.scroll_end(animate=False)
+        else:
+            self.scroll_to(y=y, animate=False)
+
+    def _pin(self, model: RunModel) -> None:
+        """The latest error rides in the panel's title, so it stays in sight however many lines follow it."""
+        error = model.last_error
+        title = Text("events")
+        if error is not None:
+            title.append(f"  {ICONS.get(error.kind, '!')} {error.text}", style="bold red")
+        self.border_title = title
+
+    def on_resize(self) -> None:
+        if self._model is not None:
+            self.show(self._model)
 
 
-def note_line(note: Note) -> Text:
-    text = Text(duration(note.at) + " ", style="dim")
+def note_line(note: Note, width: int = 0) -> Text:
+    text = Text(duration(note.at) + " ", style="dim", no_wrap=True)
     text.append(ICONS.get(note.kind, "·") + " ", style=LEVEL_STYLES.get(note.level, ""))
     text.append(note.text, style=LEVEL_STYLES.get(note.level, ""))
+    if width > 0 and text.cell_len > width:  # cut where the panel ends, and say so
+        text.truncate(width, overflow="ellipsis")
     return text

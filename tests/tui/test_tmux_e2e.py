@@ -254,7 +254,8 @@ def test_sigstop_of_rank_1_reads_stalled_and_sigcont_live_again(tmp_path: Path):
         print(f"STALLED on screen {time.monotonic() - paused:.1f} s after SIGSTOP of rank 1")
         # THEN the header says STALLED with the age of the last step, rank 0 waiting for the others, no ETA
         assert "no step for 00:00:" in header(screen), header(screen)
-        screen = tmux.wait_for(lambda s: "waiting for other ranks" in header(s), "the phase in the header", timeout=30)
+        # (the per-rank channel names the rank everyone waits for; until it does, rank 0's phase is shown)
+        screen = tmux.wait_for(lambda s: "(rank 1 silent)" in header(s), "the silent rank in the header", timeout=30)
         assert "ETA" not in header(screen) and "samples/s" not in screen, screen
         # WHEN rank 1 goes on
         stopped.send_signal(signal.SIGCONT)

@@ -57,7 +57,7 @@ async def test_long_lines_end_in_an_ellipsis_and_the_start_and_the_latest_error_
         lines = events_text(app)
         written = [strip.text for strip in log.lines]
     # THEN the error stays pinned in the panel's title, cut with an ellipsis
-    assert lines[0].startswith("─events  · data loader worker 3 died: xxx") and "…" in lines[0], lines[0]
+    assert lines[0].startswith("─events  00:00:00 · data loader worker 3 died: xxx") and "…" in lines[0], lines[0]
     # AND the run's start is still at the top, the cut line ends in "…", and a line says how many are left out
     body = "\n".join(lines[1:])
     assert "run started" in body, body

@@ -70,7 +70,7 @@ class EventLog(RichLog):
         error = model.last_error
         title = Text("events")
         if error is not None:
-            title.append(f"  {ICONS.get(error.kind, '!')} {error.text}", style="bold red")
+            title.append(f"  {duration(error.at)} {ICONS.get(error.kind, '!')} {error.text}", style="bold red")
         self.border_title = title
 
     def on_resize(self) -> None:

@@ -265,6 +265,7 @@ class Trainer:
         skip_nan, on_cpu, accumulate, checked = cfg.on_nan == "skip", self.device.type == "cpu", cfg.accumulate, False
         schedule_step, grad_norm = (schedule.after_step if schedule.on_step else None), None
         extras: dict[str, Any] = {}  # the Socket's extra per-step scalars, summed over this window
+        manual = callable(getattr(socket, "train_step", None))
         optimizer.zero_grad(set_to_none=True)
         for inputs, targets in self._batches("train"):
             if state.epoch_step >= steps_in_epoch:
@@ -273,30 +274,35 @@ class Trainer:
             if not on_cpu:
                 inputs, targets = to_device(inputs, self.device), to_device(targets, self.device)
             with autocast():
-                outputs = network(inputs)
-                loss = socket.criterion(outputs, targets)
+                if manual:  # Socket.train_step zeroes, backpropagates and steps its own optimizers (scorch/manual.py)
+                    outputs, loss = [], socket.train_step(inputs, targets)
+                else:
+                    outputs = network(inputs)
+                    loss = socket.criterion(outputs, targets)
             extra = None
             if type(loss) is dict:  # {"loss": what trains, other scalars: logged per step}
                 loss, extra = user_code.split_loss(loss, self.model.path)
             if not checked:  # the first batch of an epoch: the user's outputs and loss have the contract's shape
-                checked = self._check_first(outputs, loss)
+                checked = self._check_first(outputs, loss, manual)
             if skip_nan and not math.isfinite(value := agreement.loss_everywhere(loss)):  # a sync per step, only when asked
                 self.log(f"skipped batch at epoch {state.epoch + 1}, step {state.epoch_step + 1}: loss is {value}")
                 state.epoch_step += 1
                 continue
-            scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
+            if not manual:
+                scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
             window.append(loss.detach())
             if extra:  # summed on the device, read only with the next `step` event
                 _add_scalars(extras, extra)
             state.epoch_step += 1
             if state.epoch_step % accumulate:
                 continue  # gradients accumulate; no optimizer step, no control at this batch
-            self.dist.average_gradients(optimizer)  # all ranks, before the AMP scaler checks them for inf
-            if clip is not None:  # on the averaged, unscaled gradients (scorch/gradients.py says why)
-                grad_norm = clip()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            if not manual:
+                self.dist.average_gradients(optimizer)  # all ranks, before the AMP scaler checks them for inf
+                if clip is not None:  # on the averaged, unscaled gradients (scorch/gradients.py says why)
+                    grad_norm = clip()
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
             state.step += 1
 
             # Progress: a few `step` events a second, read from the device only then.
@@ -338,9 +344,9 @@ class Trainer:
         state.phase = "training"
         return self._steps_in_epoch()
 
-    def _check_first(self, outputs: Any, loss: Any) -> bool:
+    def _check_first(self, outputs: Any, loss: Any, manual: bool) -> bool:
         user_code.check_outputs(outputs, self.model.path)
-        user_code.check_loss(loss, self.model.path)
+        user_code.check_loss(loss, self.model.path, manual)
         return True
 
     def _publish(self, window: list[torch.Tensor], seconds: float, data_wait: float, steps_in_epoch: int,
@@ -411,6 +417,8 @@ class Trainer:
         loss = self.socket.criterion(outputs, targets)
         if type(loss) is dict:
             loss = user_code.split_loss(loss, self.model.path)[0]
+        if not isinstance(loss, torch.Tensor) or loss.dim():  # the sanity pass may be the first to see it
+            user_code.check_loss(loss, self.model.path)
         return [o.detach() for o in outputs], targets, float(loss) * n, n
 
     def _metrics(self, mode: str, outputs: list, targets: list, loss_sum: float, count: int) -> dict[str, float]:
@@ -751,6 +759,7 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
     _seed_everything(config.seed)  # the Network's initial weights stay what a seed gave before the data moved first
     model = user_code.load_model(config.model, config.model_args, facts)
     _check_streaming(config, model)
+    _check_manual(config, model, dist)
 
     run, callbacks, history = _sinks(config, reuse=bool(resumed_path)) if dist.is_global_zero else (None, [], None)
     trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
@@ -782,6 +791,19 @@ def _check_streaming(config: TrainConfig, model: user_code.UserModel) -> None:
         raise ScorchError(f"--valid streaming: {config.model}: Socket has no metric_state(outputs, targets); add one that "
                           "returns a batch's sums and counts, e.g. {'correct': (out.argmax(1) == y).sum(), 'seen': len(y)}, "
                           "and metrics_from_state(state) to turn their totals into metrics (README: streaming validation)")
+
+
+def _check_manual(config: TrainConfig, model: user_code.UserModel, dist: Any) -> None:
+    """Socket.train_step steps its own optimizers: what scorch would do around the step cannot apply."""
+    if not callable(getattr(model.socket, "train_step", None)):
+        return
+    refused = [flag for flag, on in (("several ranks", dist.size > 1), ("--accumulate", config.accumulate > 1),
+                                     ("--clip-grad-norm/--clip-grad-value", config.clip_grad_norm or config.clip_grad_value),
+                                     ("--amp fp16", config.amp == "fp16"), ("--on-nan skip", config.on_nan == "skip")) if on]
+    if refused:
+        raise ScorchError(f"{config.model}: Socket.train_step steps its own optimizers (manual optimisation), so "
+                          f"{', '.join(refused)} cannot apply: do it in train_step (torch.nn.utils.clip_grad_norm_, "
+                          "a GradScaler of your own), or train on one process; manual optimisation runs on one rank for now")
 
 
 def _resolve_mode(config: TrainConfig) -> list[str]:

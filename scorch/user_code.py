@@ -142,8 +142,14 @@ def load_model(path: str, model_args: dict, facts: Any = None) -> UserModel:
             raise ScorchError(
                 f"{path}: Socket has no method {method}(outputs, targets); expected it to take two lists of tensors"
             )
+    if callable(getattr(socket, "train_step", None)):  # manual optimisation: scorch/manual.py
+        from scorch import manual
+
+        manual.check(socket, path)
     optimizer = getattr(socket, "optimizer", None)
-    if not isinstance(optimizer, torch.optim.Optimizer):
+    from scorch.manual import Optimizers
+
+    if not isinstance(optimizer, (torch.optim.Optimizer, Optimizers)):
         raise ScorchError(
             f"{path}: Socket.optimizer must be a torch.optim.Optimizer set in Socket.__init__, "
             f"e.g. self.optimizer = torch.optim.Adam(self.train_modules.parameters()); found {_kind(optimizer)}"
@@ -267,14 +273,16 @@ def check_outputs(outputs: Any, path: str) -> None:
         raise ScorchError(f"{path}: Network.forward must return a list of tensors, found {_kind(outputs)}; return [output]")
 
 
-def check_loss(loss: Any, path: str) -> None:
+def check_loss(loss: Any, path: str, manual: bool = False) -> None:
+    """criterion's loss: a 0-d tensor with a gradient; train_step's (manual optimisation): a 0-d tensor to log."""
     import torch
 
+    method = "train_step" if manual else "criterion"
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
         raise ScorchError(
-            f"{path}: Socket.criterion must return a scalar tensor (0-d, e.g. loss.mean()), found {_kind(loss)}"
+            f"{path}: Socket.{method} must return a scalar tensor (0-d, e.g. loss.mean()), found {_kind(loss)}"
         )
-    if not loss.requires_grad:
+    if not manual and not loss.requires_grad:
         raise ScorchError(f"{path}: Socket.criterion returned a tensor with no gradient; compute it from the outputs")
 
 

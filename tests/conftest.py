@@ -38,6 +38,15 @@ def train(argv: list[str], capsys: pytest.CaptureFixture | None = None) -> int:
     return train_main(argv)
 
 
+def build(argv: list[str]):
+    """A Trainer built in this process from scorch-train arguments; the test calls fit() and close()."""
+    from scorch.cli import build_parser
+    from scorch.config import from_namespace
+    from scorch.trainer import build as build_trainer
+
+    return build_trainer(from_namespace(build_parser().parse_args(argv)))
+
+
 def read_events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
 

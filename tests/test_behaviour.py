@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EXAMPLES, read_events, tiny_args, train
+from conftest import EXAMPLES, build, read_events, tiny_args, train
 
 DATA = ["--dataset", str(EXAMPLES / "two_inputs/dataset.py"), "--dataset-path", str(EXAMPLES),
         "--dataset-args", '{"size": 256}', "--seed", "1", "--headless", "--no-telemetry", "--no-tensorboard"]
@@ -48,14 +48,6 @@ def model(tmp_path, metrics_bug: str = "pass", process_bug: str = "pass") -> str
     path = tmp_path / "model.py"
     path.write_text(MODEL.replace("METRICS_BUG", metrics_bug).replace("PROCESS_BUG", process_bug))
     return str(path)
-
-
-def build(args: list[str]):
-    from scorch.cli import build_parser
-    from scorch.config import from_namespace
-    from scorch.trainer import build as build_trainer
-
-    return build_trainer(from_namespace(build_parser().parse_args(args)))
 
 
 def test_network_says_it_trains_while_its_frozen_backbone_stays_in_eval(tmp_path):

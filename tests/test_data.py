@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import read_events, train
+from conftest import build, read_events, train
 
 TAGGER = '''
 import torch
@@ -93,14 +93,6 @@ def files(tmp_path, dataset: str = SEQUENCES, model: str = TAGGER) -> list[str]:
     (tmp_path / "dataset.py").write_text(dataset)
     return ["--model", str(tmp_path / "model.py"), "--dataset", str(tmp_path / "dataset.py"), "--dataset-path", str(tmp_path),
             "--seed", "2", "--headless", "--no-telemetry"]
-
-
-def build(args: list[str]):
-    from scorch.cli import build_parser
-    from scorch.config import from_namespace
-    from scorch.trainer import build as build_trainer
-
-    return build_trainer(from_namespace(build_parser().parse_args(args)))
 
 
 def fit(args: list[str]):

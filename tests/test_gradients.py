@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import read_events, tiny_args, train
-
-
-def build(args: list[str]):
-    from scorch.cli import build_parser
-    from scorch.config import from_namespace
-    from scorch.trainer import build as build_trainer
-
-    return build_trainer(from_namespace(build_parser().parse_args(args)))
+from conftest import build, read_events, tiny_args, train
 
 
 def record_gradients(trainer) -> list[torch.Tensor]:

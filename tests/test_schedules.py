@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EXAMPLES, read_events, train
+from conftest import EXAMPLES, build, read_events, train
 
 # 400 samples: 320 train = 10 batches of 32 an epoch; 4 epochs = 40 optimizer steps.
 DATA = ["--dataset", str(EXAMPLES / "two_inputs/dataset.py"), "--dataset-path", str(EXAMPLES),
@@ -49,14 +49,6 @@ def model_file(tmp_path: Path, schedule: str) -> str:
     path = tmp_path / "model.py"
     path.write_text(MODEL.replace("SCHEDULE", schedule))
     return str(path)
-
-
-def build(args: list[str]):
-    from scorch.cli import build_parser
-    from scorch.config import from_namespace
-    from scorch.trainer import build as build_trainer
-
-    return build_trainer(from_namespace(build_parser().parse_args(args)))
 
 
 def load(path: Path) -> dict:

@@ -153,11 +153,27 @@ def resolve_resume(target: str) -> str:
     if os.path.isdir(target):
         path = os.path.join(target, "checkpoints", LAST)
         if not os.path.isfile(path):
-            raise ScorchError(f"--resume {target}: no checkpoints/{LAST} in that run folder; nothing to resume")
+            raise ScorchError(f"--resume {target}: {_never_saved(target)}", everywhere=True)
         return path
     if not os.path.isfile(target):
         raise ScorchError(f"--resume {target}: no such run folder or checkpoint file")
     return target
+
+
+def _never_saved(folder: str) -> str:
+    """Why a run folder without checkpoints/last.pt has nothing to resume, and the command that starts it again."""
+    import json
+
+    from scorch.config import TrainConfig
+
+    how = "start it again there with the command that started it plus --restart"
+    try:
+        with open(os.path.join(folder, "run.json")) as fh:
+            saved = json.load(fh)["config"]
+        how = "start it again there with: " + TrainConfig.from_dict(saved).command(run_dir=folder, restart=True)
+    except (OSError, ValueError, KeyError, TypeError, ScorchError):
+        pass  # no run.json, or not one of ours: the general advice
+    return f"no checkpoints/{LAST} in that run folder: the run ended before its first checkpoint, so there is nothing to resume; {how}"
 
 
 def describe_write_error(exc: OSError, path: str) -> str:

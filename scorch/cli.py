@@ -10,19 +10,34 @@ import traceback
 
 from scorch import __version__
 from scorch.config import TrainConfig, add_arguments, from_namespace
-from scorch.errors import ScorchError, UserCodeError
+from scorch.dist import launched, launcher_rank
+from scorch.errors import EXIT_CODES, ScorchError, UserCodeError
 
 EXIT_FAILED = 1
 DISK_WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                      errno.EROFS: "read-only file system"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is the same on every rank of a job (the same command line): rank 0 alone prints it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if launcher_rank() != 0:
+            sys.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    codes = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+    parser = _Parser(
         prog="scorch-train",
+        usage="%(prog)s --model FILE --dataset FILE --dataset-path PATH [options]\n"
+        "       %(prog)s --resume RUN_DIR [options]",
         description="Train a PyTorch model from a model file and a dataset file (the scorch contract).",
-        epilog="Example: scorch-train --model examples/digits/model.py --dataset examples/digits/dataset.py "
-        "--dataset-path examples/digits",
+        epilog="example:\n  scorch-train --model examples/digits/model.py --dataset examples/digits/dataset.py "
+        f"--dataset-path examples/digits\n\nexit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --epoch must not quietly mean --epochs
     )
     parser.add_argument("--version", action="version", version=f"scorch {__version__}")
     add_arguments(parser)
@@ -31,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     """The config fields the user set on this command line (to override a resumed run's config)."""
-    quiet = argparse.ArgumentParser(add_help=False)
+    quiet = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for action in parser._actions:
         if action.dest in ("help", "version"):
             continue
@@ -46,17 +61,34 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
     return set(vars(known))
 
 
+def _prefix() -> str:
+    """`scorch-train: error: ` for one process; with several, the rank that had the error is named."""
+    return f"scorch-train: error (rank {launcher_rank()}): " if launched() and _world_size() > 1 else "scorch-train: error: "
+
+
+def _world_size() -> int:
+    from scorch.dist import launcher
+
+    return launcher()[1]
+
+
 def report(exc: BaseException, debug: bool) -> int:
-    """Print a failure the way users should see it; returns the exit code."""
+    """Print a failure the way users should see it, once: an error every rank has is printed by rank 0
+    alone, any other by the rank that had it, tagged with its rank. Returns the exit code."""
+    if isinstance(exc, ScorchError) and exc.everywhere and launcher_rank() != 0:
+        return exc.exit_code
+    if isinstance(exc, ScorchError) and exc.exit_code == 0:  # nothing went wrong: the run has nothing to do
+        print(f"scorch-train: {exc.message}")
+        return 0
     if debug:
         traceback.print_exception(exc)
     if isinstance(exc, UserCodeError):
-        print(f"scorch-train: error: {exc.message}", file=sys.stderr)
+        print(f"{_prefix()}{exc.message}", file=sys.stderr)
         if exc.user_traceback and not debug:
             print(exc.user_traceback.rstrip(), file=sys.stderr)
         return exc.exit_code
     if isinstance(exc, ScorchError):
-        print(f"scorch-train: error: {exc.message}", file=sys.stderr)
+        print(f"{_prefix()}{exc.message}", file=sys.stderr)
         return exc.exit_code
     if isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc):  # raised from torch's SIGCHLD handler
         first = str(exc).strip().splitlines()[0]
@@ -72,7 +104,7 @@ def report(exc: BaseException, debug: bool) -> int:
                                   "free space, then --resume the run", exit_code=5), debug)
     if not debug:
         traceback.print_exception(exc)
-        print("scorch-train: internal error (a scorch bug); please report it with the traceback above", file=sys.stderr)
+        print(f"{_prefix()}internal error (a scorch bug); please report it with the traceback above", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -88,6 +120,11 @@ def train_main(argv: list[str] | None = None) -> int:
         missing = [f"--{name.replace('_', '-')}" for name in ("model", "dataset", "dataset_path") if not getattr(config, name)]
         if missing:
             parser.error(f"{', '.join(missing)} required (or --resume RUN_DIR to continue a run)")
+    try:
+        config.check(writer=launcher_rank() == 0)  # flags and paths, before torch is imported: a typo answers at once
+    except ScorchError as exc:
+        exc.everywhere = True  # the same command line on every rank
+        return report(exc, config.debug)
     trainer = None
     old_handlers: dict = {}
     old_excepthook = sys.excepthook

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +68,8 @@ class TrainConfig:
     run_dir: str = opt("", "run folder (default runs/<date>-<time>-<model stem>)", metavar="DIR")
     checkpoint: str = opt("", "load model weights from this checkpoint before training (2018's -c)", "-c", metavar="FILE")
     resume: str = opt("", "continue a run exactly: a run folder or a checkpoint file", metavar="RUN_DIR_OR_FILE")
+    restart: bool = opt(False, "start again in a --run-dir whose run ended before its first checkpoint (nothing to resume); "
+                        "its event log is kept and continued")
     dump_period: int = opt(1, "save checkpoints/last.pt every N epochs")
     keep: int = opt(0, "also keep the N most recent epoch checkpoints as epoch-K.pt (0: none)")
     tensorboard: bool = opt(True, "write tensorboardX files to RUN_DIR/tensorboard (--no-tensorboard to skip)")
@@ -91,9 +95,59 @@ class TrainConfig:
     on_nan: str = opt("stop", "on a NaN/inf loss: stop (checkpoint kept) or skip the batch", choices=("stop", "skip"))
 
     # Output.
-    headless: bool = opt(False, "plain log lines instead of a progress bar (automatic without a TTY)")
+    progress: str = opt("auto", "console progress: a bar, or plain lines; auto: a bar on a terminal, lines otherwise and "
+                        "under any launcher (mpirun, srun, torchrun)", choices=("auto", "bar", "lines"))
+    headless: bool = opt(False, "plain log lines, no progress bar (the same as --progress lines)")
     log_interval: float = opt(5.0, "seconds between progress lines in headless mode")
     debug: bool = opt(False, "show full tracebacks for errors")
+
+    def check(self, writer: bool = True) -> None:
+        """What can be checked from the flags alone, without torch: cli.py runs this before torch is imported,
+        so a mistyped path answers at once, and `build` again on a resumed run's merged config.
+
+        `writer`: this is rank 0, which alone reads checkpoints, publishes and writes the run folder (on
+        several hosts the others may not have those files)."""
+        for name in ("accumulate", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ScorchError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        for flag, value in (("--clip-grad-norm", self.clip_grad_norm), ("--clip-grad-value", self.clip_grad_value)):
+            if not value >= 0:  # NaN too
+                raise ScorchError(f"{flag} {value}: must be a positive number (0: off)")
+        if self.clip_grad_norm and self.clip_grad_value:
+            raise ScorchError("--clip-grad-norm and --clip-grad-value: pick one (norm clipping keeps the gradient's direction)")
+        for flag, path in (("--model", self.model), ("--dataset", self.dataset)):
+            if path and not os.path.isfile(path):
+                raise ScorchError(f"{flag} {path}: no such file; check the path (relative to {os.getcwd()})")
+            if path and not path.endswith(".py"):
+                raise ScorchError(f"{flag} {path}: expected a Python file ending in .py")
+        if not writer:
+            return
+        if self.checkpoint and not os.path.isfile(self.checkpoint):
+            raise ScorchError(f"-c/--checkpoint {self.checkpoint}: no such file")
+        if self.resume and not os.path.exists(self.resume):
+            raise ScorchError(f"--resume {self.resume}: no such run folder or checkpoint file")
+        if self.run_dir and not self.resume:
+            from scorch.run_folder import RunFolder
+
+            RunFolder(self.run_dir).check_new(self.restart)
+        if self.telemetry:
+            from scorch.telemetry.publisher import check_bind
+
+            check_bind(self.bind, self.curve_keys)  # before the run folder exists: a wrong flag leaves nothing behind
+
+    def command(self, **changes: Any) -> str:
+        """The scorch-train command line for this config (the flags that differ from the defaults), for messages."""
+        argv, defaults = ["scorch-train"], TrainConfig()
+        for f in dataclasses.fields(self):
+            value = changes.get(f.name, getattr(self, f.name))
+            if value == getattr(defaults, f.name):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                argv.append(flag if value else "--no-" + flag[2:])
+            else:
+                argv += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+        return shlex.join(argv)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,32 +185,57 @@ def _json_object(flag: str):
     return parse
 
 
+# `scorch-train --help` in these groups, in this order; every field is in one (tests/test_cli.py checks).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "the files": ("model", "dataset", "dataset_path", "model_args", "dataset_args"),
+    "the run": ("epochs", "batch_size", "max_train_iterations", "max_valid_iterations", "max_test_iterations",
+                "validate_on_train", "seed", "no_shuffle", "device", "monitor", "mode", "early_stop_patience",
+                "min_delta", "on_nan", "debug"),
+    "checkpoints and resume": ("run_dir", "resume", "restart", "checkpoint", "dump_period", "keep", "on_save_error"),
+    "distributed (mpirun, horovodrun, torchrun: docs/distributed.md)": ("backend", "scale_lr", "stall_timeout"),
+    "telemetry and output": ("telemetry", "bind", "curve_keys", "tensorboard", "progress", "headless", "log_interval"),
+    "speed and gradients": ("workers", "amp", "accumulate", "clip_grad_norm", "clip_grad_value", "log_grad_norm"),
+}
+REQUIRED = ("model", "dataset", "dataset_path")  # unless --resume
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    """One flag per config field: --field-name, with the field's default and help."""
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        names = [flag, *meta.get("flags", ())]
-        if f.type == "bool":
-            # Off by default: a plain switch. On by default: --name and --no-name.
-            action = argparse.BooleanOptionalAction if default else "store_true"
-            parser.add_argument(*names, dest=f.name, action=action, default=default, help=meta["help"])
-            continue
-        shown = " (default: %(default)s)" if default not in ("", {}) else ""
-        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": meta["help"] + shown, "metavar": "N"}
-        if f.type == "dict":
-            kwargs["type"] = _json_object(flag)
-        else:
-            kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
-            if f.type != "int":
-                kwargs.pop("metavar")
-        if meta.get("choices"):
-            kwargs["choices"] = meta["choices"]
-            kwargs.pop("metavar", None)
-        if meta.get("metavar"):
-            kwargs["metavar"] = meta["metavar"]
-        parser.add_argument(*names, **kwargs)
+    """One flag per config field: --field-name, with the field's default and help, in its --help group."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    grouped = [name for names in GROUPS.values() for name in names if name in fields]
+    groups = {}
+    for title, names in GROUPS.items():
+        group = parser.add_argument_group(title)
+        groups.update(dict.fromkeys(names, group))
+    for f in [fields[name] for name in grouped] + [f for name, f in fields.items() if name not in grouped]:
+        _add_field(groups.get(f.name, parser), f)
+
+
+def _add_field(parser: Any, f: dataclasses.Field) -> None:
+    meta = f.metadata
+    flag = "--" + f.name.replace("_", "-")
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    names = [flag, *meta.get("flags", ())]
+    required = " (required, unless --resume)" if f.name in REQUIRED else ""
+    if f.type == "bool":
+        # Off by default: a plain switch. On by default: --name and --no-name.
+        action = argparse.BooleanOptionalAction if default else "store_true"
+        parser.add_argument(*names, dest=f.name, action=action, default=default, help=meta["help"])
+        return
+    shown = " (default: %(default)s)" if default not in ("", {}) else ""
+    kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": meta["help"] + required + shown, "metavar": "N"}
+    if f.type == "dict":
+        kwargs["type"] = _json_object(flag)
+    else:
+        kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
+        if f.type != "int":
+            kwargs.pop("metavar")
+    if meta.get("choices"):
+        kwargs["choices"] = meta["choices"]
+        kwargs.pop("metavar", None)
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+    parser.add_argument(*names, **kwargs)
 
 
 def from_namespace(ns: argparse.Namespace, cls: type = TrainConfig) -> Any:

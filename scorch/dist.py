@@ -371,6 +371,24 @@ def slurm_rendezvous(env: dict | None = None) -> dict[str, str]:
     return {key: env.get(key, value) for key, value in found.items()}
 
 
+# Set by the launchers in every process they start: one process or many, no terminal of its own to draw on.
+LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_SIZE", "HOROVOD_RANK",
+                      "SLURM_JOB_ID", "SLURM_PROCID", "TORCHELASTIC_RUN_ID", "LOCAL_RANK")
+
+
+def launched() -> bool:
+    """Whether a launcher (mpirun, horovodrun, srun or an sbatch job, torchrun) started this process."""
+    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+def launcher_rank() -> int:
+    """This process's rank as its launcher tells it, before any engine starts (0 without one)."""
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK", "HOROVOD_RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def create(backend: str = "auto", device: str = "auto") -> Single:
     """The engine for `--backend` (auto: the launcher's)."""
     started_by, size = launcher()
@@ -410,7 +428,7 @@ def share_from_rank_zero(engine: Single, work: Callable[[], Any], for_others: Ca
     shared = for_others(result) if for_others is not None and engine.is_global_zero and error is None else result
     shared, error = engine.broadcast_object((shared, error))
     if error is not None:
-        raise ScorchError(*error)
+        raise ScorchError(*error, everywhere=True)
     return result if engine.is_global_zero else shared
 
 

@@ -40,14 +40,3 @@ class GradientClip:
         if self.log_norm:
             return torch.nn.utils.get_total_norm([p.grad for p in self.parameters if p.grad is not None])
         return None
-
-
-def check_config(config: Any) -> None:
-    """Refuse clipping flags that make no sense, naming the flag."""
-    from scorch.errors import ScorchError
-
-    for flag, value in (("--clip-grad-norm", config.clip_grad_norm), ("--clip-grad-value", config.clip_grad_value)):
-        if not value >= 0:  # NaN too
-            raise ScorchError(f"{flag} {value}: must be a positive number (0: off)")
-    if config.clip_grad_norm and config.clip_grad_value:
-        raise ScorchError("--clip-grad-norm and --clip-grad-value: pick one (norm clipping keeps the gradient's direction)")

@@ -39,13 +39,11 @@ class RunFolder:
         self.checkpoints = os.path.join(self.path, "checkpoints")
         self.info: dict[str, Any] = {}
 
-    def create(self, reuse: bool) -> None:
-        """Make the folder; an existing run is refused unless we are resuming it."""
-        if os.path.exists(self.events_path) and not reuse:
-            raise ScorchError(
-                f"--run-dir {self.path} already holds a run; continue it with --resume {self.path} "
-                "or choose another --run-dir"
-            )
+    def create(self, reuse: bool, restart: bool = False) -> None:
+        """Make the folder; an existing run is refused unless we are resuming it, or restarting one that
+        ended before its first checkpoint (`restart`)."""
+        if not reuse:
+            self.check_new(restart)
         try:
             for folder in (self.path, self.tensorboard, self.checkpoints):
                 os.makedirs(folder, exist_ok=True)
@@ -57,6 +55,22 @@ class RunFolder:
         if reuse and os.path.exists(self.info_path):
             with open(self.info_path) as fh:
                 self.info = json.load(fh)
+
+    def has_checkpoint(self) -> bool:
+        return os.path.isdir(self.checkpoints) and any(name.endswith(".pt") for name in os.listdir(self.checkpoints))
+
+    def check_new(self, restart: bool) -> None:
+        """A new run may start here: nothing is here yet, or (with `restart`) a run that ended before its first
+        checkpoint, whose event log is then continued. A run with checkpoints is never started over."""
+        if not os.path.exists(self.events_path):
+            return
+        if self.has_checkpoint():
+            raise ScorchError(f"--run-dir {self.path} already holds a run; continue it with --resume {self.path} "
+                              "or choose another --run-dir")
+        if not restart:
+            raise ScorchError(f"--run-dir {self.path} holds a run that ended before its first checkpoint (nothing to "
+                              "resume); start it again there by adding --restart to this command (its event log is "
+                              "kept), or choose another --run-dir")
 
     def write_info(self, **fields: Any) -> None:
         self.info.update(fields)

@@ -10,7 +10,7 @@ import traceback
 
 from scorch import __version__
 from scorch.config import TrainConfig, add_arguments, from_namespace
-from scorch.dist import launched, launcher_rank
+from scorch.dist import launcher, launcher_rank
 from scorch.errors import EXIT_CODES, ScorchError, UserCodeError
 
 EXIT_FAILED = 1
@@ -63,13 +63,7 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
 
 def _prefix() -> str:
     """`scorch-train: error: ` for one process; with several, the rank that had the error is named."""
-    return f"scorch-train: error (rank {launcher_rank()}): " if launched() and _world_size() > 1 else "scorch-train: error: "
-
-
-def _world_size() -> int:
-    from scorch.dist import launcher
-
-    return launcher()[1]
+    return f"scorch-train: error: rank {launcher_rank()}: " if launcher()[1] > 1 else "scorch-train: error: "
 
 
 def report(exc: BaseException, debug: bool) -> int:

@@ -185,15 +185,22 @@ def load_datasets(path: str, dataset_path: str, dataset_args: dict) -> dict[str,
     module = load_file(path, "--dataset")
     if not dataset_path:
         raise ScorchError("--dataset-path is required: the folder or file your DataSetIndex/DataSet reads")
-    if not os.path.exists(dataset_path):
-        raise ScorchError(f"--dataset-path {dataset_path}: no such file or folder")
+    missing = not os.path.exists(dataset_path)  # fine for a DataSetIndex that makes it (a download, say)
     dataset_cls = _class(module, "DataSet", path, "a class DataSet(index, mode) with __len__ and __getitem__")
     for method in ("__len__", "__getitem__"):
         if getattr(dataset_cls, method, None) is None:
             raise ScorchError(f"{path}: DataSet has no {method}; expected a map-style dataset")
     index_cls = _class(module, "DataSetIndex", path, "", required=False)
     if index_cls is not None:
-        index = call_user(f"building DataSetIndex({dataset_path!r}) from {path}", index_cls, dataset_path, **dataset_args)
+        try:
+            index = call_user(f"building DataSetIndex({dataset_path!r}) from {path}", index_cls, dataset_path, **dataset_args)
+        except UserCodeError as exc:
+            if missing:
+                exc.message += f" (--dataset-path {dataset_path} does not exist)"
+            raise
+    elif missing:
+        raise ScorchError(f"--dataset-path {dataset_path}: no such file or folder ({path} has no DataSetIndex that "
+                          "could make it)")
     elif dataset_args:
         raise ScorchError(f"--dataset-args given but {path} has no DataSetIndex to receive them")
     else:

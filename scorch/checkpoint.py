@@ -11,7 +11,8 @@ import errno
 import os
 import shutil
 import tempfile
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from scorch.errors import ScorchError
 
@@ -44,6 +45,7 @@ class Pending:
             raise
 
     def commit(self) -> None:
+        assert self.file is not None  # set by __init__, which raises otherwise
         try:
             with self.file:
                 os.fsync(self.file.fileno())
@@ -122,7 +124,7 @@ def start_save(obj: Any, path: str) -> Pending:
         raise
 
 
-def _os_error(exc: BaseException) -> OSError | None:
+def _os_error(exc: BaseException | None) -> OSError | None:
     """The OSError that `exc` was raised from or while handling, if any."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -178,7 +180,7 @@ def _never_saved(folder: str) -> str:
 
 def describe_write_error(exc: OSError, path: str) -> str:
     reasons = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
-    why = reasons.get(exc.errno, exc.strerror or str(exc))
+    why = reasons.get(exc.errno or 0, exc.strerror or str(exc))
     return f"could not write checkpoint {path}: {why}; the previous checkpoint is intact"
 
 

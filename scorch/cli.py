@@ -7,6 +7,7 @@ import errno
 import signal
 import sys
 import traceback
+from typing import Any
 
 from scorch import __version__
 from scorch.config import TrainConfig, add_arguments, from_namespace
@@ -50,7 +51,7 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
     for action in parser._actions:
         if action.dest in ("help", "version"):
             continue
-        kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+        kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS}
         if isinstance(action, argparse.BooleanOptionalAction):
             quiet.add_argument(*action.option_strings, action=argparse.BooleanOptionalAction, **kwargs)
         elif isinstance(action, argparse._StoreTrueAction):

@@ -158,7 +158,7 @@ class TrainConfig:
         for key, value in data.items():
             if key not in known:
                 raise ScorchError(f"unknown config key '{key}'; known keys: {', '.join(known)}")
-            expected = known[key].type
+            expected = str(known[key].type)  # a string: this module uses `from __future__ import annotations`
             if not _type_ok(value, expected):
                 raise ScorchError(f"config key '{key}' must be {expected}, got {type(value).__name__} {value!r}")
         return cls(**data)
@@ -190,7 +190,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "the files": ("model", "dataset", "dataset_path", "model_args", "dataset_args"),
     "the run": ("epochs", "batch_size", "max_train_iterations", "max_valid_iterations", "max_test_iterations",
                 "validate_on_train", "seed", "no_shuffle", "device", "monitor", "mode", "early_stop_patience",
-                "min_delta", "on_nan", "debug"),
+                "min_delta", "on_nan", "sanity_batches", "debug"),
     "checkpoints and resume": ("run_dir", "resume", "restart", "checkpoint", "dump_period", "keep", "on_save_error"),
     "distributed (mpirun, horovodrun, torchrun: docs/distributed.md)": ("backend", "scale_lr", "stall_timeout"),
     "telemetry and output": ("telemetry", "bind", "curve_keys", "tensorboard", "progress", "headless", "log_interval"),
@@ -212,23 +212,23 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> N
 
 
 def _add_field(parser: Any, f: dataclasses.Field) -> None:
-    meta = f.metadata
+    meta, kind = f.metadata, str(f.type)  # a string: this module uses `from __future__ import annotations`
     flag = "--" + f.name.replace("_", "-")
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
     names = [flag, *meta.get("flags", ())]
     required = " (required, unless --resume)" if f.name in REQUIRED else ""
-    if f.type == "bool":
+    if kind == "bool":
         # Off by default: a plain switch. On by default: --name and --no-name.
         action = argparse.BooleanOptionalAction if default else "store_true"
         parser.add_argument(*names, dest=f.name, action=action, default=default, help=meta["help"])
         return
     shown = " (default: %(default)s)" if default not in ("", {}) else ""
     kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": meta["help"] + required + shown, "metavar": "N"}
-    if f.type == "dict":
+    if kind == "dict":
         kwargs["type"] = _json_object(flag)
     else:
-        kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
-        if f.type != "int":
+        kwargs["type"] = {"int": int, "float": float, "str": str}[kind]
+        if kind != "int":
             kwargs.pop("metavar")
     if meta.get("choices"):
         kwargs["choices"] = meta["choices"]

@@ -362,7 +362,7 @@ def slurm_rendezvous(env: dict | None = None) -> dict[str, str]:
     RANK=SLURM_PROCID, WORLD_SIZE=SLURM_STEP_NUM_TASKS, LOCAL_RANK=SLURM_LOCALID, MASTER_ADDR the
     step's first node, MASTER_PORT 15000 + the job id's last 4 digits (Lightning's choice: every task
     computes the same port, and a requeued job, which keeps its id, finds it again)."""
-    env = os.environ if env is None else env
+    env = dict(os.environ) if env is None else env
     nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
     job = env.get("SLURM_JOB_ID", "")
     found = {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")),
@@ -428,7 +428,8 @@ def share_from_rank_zero(engine: Single, work: Callable[[], Any], for_others: Ca
     shared = for_others(result) if for_others is not None and engine.is_global_zero and error is None else result
     shared, error = engine.broadcast_object((shared, error))
     if error is not None:
-        raise ScorchError(*error, everywhere=True)
+        message, code = error
+        raise ScorchError(message, code, everywhere=True)
     return result if engine.is_global_zero else shared
 
 

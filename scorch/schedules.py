@@ -117,7 +117,7 @@ class Schedule:
 
     def _step(self, *args: Any) -> None:
         try:
-            self.scheduler.step(*args)
+            self.scheduler.step(*args)  # type: ignore[union-attr]  # only called with a scheduler
         except ValueError as exc:  # e.g. OneCycleLR: "Tried to step N times. The specified number of total steps is M"
             raise ScorchError(f"{self.path}: Socket.scheduler ({type(self.scheduler).__name__}) refused to step: {exc}; "
                               "it was sized for a shorter run than --epochs asks for") from None

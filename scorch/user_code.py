@@ -90,6 +90,7 @@ def load_file(path: str, flag: str) -> ModuleType:
         sys.path.insert(0, folder)  # so the user's file can import its neighbours
     name = "scorch_user_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None  # a path ending in .py always has one
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # data loader workers that spawn can find it by name
     try:

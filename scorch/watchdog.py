@@ -23,7 +23,7 @@ STUCK_RANK_GRACE = 3.0  # seconds a rank waiting in a collective stays, after it
 
 def where(thread: threading.Thread, depth: int = 8) -> str:
     """The innermost frames of `thread`'s stack, formatted like a traceback."""
-    frame = sys._current_frames().get(thread.ident)
+    frame = sys._current_frames().get(thread.ident or 0)
     if frame is None:
         return "  (stack unavailable)\n"
     return "".join(traceback.format_stack(frame)[-depth:])

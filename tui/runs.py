@@ -61,7 +61,8 @@ def read_entry(path: str) -> RunEntry:
     epochs_done = 0
     if last is not None:
         epochs_done = int(last.get("epoch", -1)) + 1
-        b = last.get("best") if isinstance(last.get("best"), dict) else {}
+        b = last.get("best")
+        b = b if isinstance(b, dict) else {}
         if isinstance(b.get("value"), (int, float)) and isinstance(b.get("epoch"), int):
             best = f"{config.get('monitor') or 'main'} {b['value']:.4g} @{b['epoch'] + 1}"
     started = info.get("started")

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from scorch import events_log
 from scorch.telemetry.protocol import Event, Heartbeat, Log, RunEnded, RunStarted
@@ -84,7 +84,7 @@ class RunInfo:
     info: dict = field(default_factory=dict)
 
 
-Item = Union[Event, ConnectionChanged, CommandAck, RunInfo, HeartbeatSeen]
+Item = Event | ConnectionChanged | CommandAck | RunInfo | HeartbeatSeen
 
 
 class SourceError(Exception):
@@ -466,7 +466,10 @@ class WaitingSource(Source):
         return self._inner.commands_off if self._inner is not None else "waiting for the run to start"
 
     def send(self, command: str, after_epoch: bool = False) -> None:
-        (self._inner or super()).send(command, after_epoch)
+        if self._inner is not None:
+            self._inner.send(command, after_epoch)
+        else:
+            super().send(command, after_epoch)
 
     def started(self) -> bool:
         info = read_json(os.path.join(self.run_dir, "run.json"))

@@ -43,7 +43,8 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -106,7 +107,7 @@ class RankWatch(_Threaded):
             self._admit_only(public)
             self.pull.curve_server = True
             self.pull.curve_publickey, self.pull.curve_secretkey = server_keys
-            self.server_public = server_keys[0].decode()
+            self.server_public: str | None = server_keys[0].decode()
         else:
             self.server_public = None
         shown = f"[{host}]" if ":" in host else host
@@ -210,7 +211,8 @@ class RankWatch(_Threaded):
         if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < self.size:
             return
         now = time.monotonic()
-        entry = message.get("figures") if isinstance(message.get("figures"), dict) else {}
+        entry = message.get("figures")
+        entry = entry if isinstance(entry, dict) else {}
         entry = {**entry, "rank": rank}
         for name in ("host", "pid", "step", "phase"):
             if name in message:
@@ -305,7 +307,7 @@ class RankReporter(_Threaded):
         except Exception:  # noqa: BLE001 - a figure that cannot be read this time is left out
             figures, state = {}, {}
         figures.update({k: v for k, v in state.items() if k not in ("step", "phase")})
-        lines = []
+        lines: list = []
         while self._lines and len(lines) < MAX_LINES:
             lines.append(self._lines.popleft())
         if self._lost_lines:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -22,7 +20,7 @@ It saves checkpoints/last.pt, then ends cleanly.
   [b]n[/b]  or [b]esc[/b]  keep training"""
 
 
-class ConfirmStop(ModalScreen[Optional[str]]):
+class ConfirmStop(ModalScreen[str | None]):
     """Dismisses with NOW, AFTER_EPOCH or None."""
 
     BINDINGS = [

@@ -83,10 +83,10 @@ def render_chart(lines: list[Line], width: int, height: int, x_label: str) -> Te
         return Text("")
     if not drawn:
         return Text("\n" * (height // 2) + "waiting for data…".center(width), style="dim")
-    x_min = min(line.series.x_range[0] for line in drawn)  # type: ignore[index]
-    x_max = max(line.series.x_range[1] for line in drawn)  # type: ignore[index]
-    y_lo = min(line.series.y_range[0] for line in drawn)  # type: ignore[index]
-    y_hi = max(line.series.y_range[1] for line in drawn)  # type: ignore[index]
+    x_min = min(line.series.x_range[0] for line in drawn)
+    x_max = max(line.series.x_range[1] for line in drawn)
+    y_lo = min(line.series.y_range[0] for line in drawn)
+    y_hi = max(line.series.y_range[1] for line in drawn)
     if y_hi - y_lo < 1e-12 * max(1.0, abs(y_hi)):
         pad = abs(y_hi) * 0.05 or 1.0
         y_lo, y_hi = y_lo - pad, y_hi + pad

@@ -20,7 +20,7 @@ class RanksPanel(VerticalScroll, can_focus=True):
         self._version = -1
         self._width = -1
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self):
         yield self._body
 
     def show(self, model: RunModel) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up scorch on this machine: system packages, torch (CPU build unless one is there), scorch itself.
 #   bash scripts/install.sh          what scorch-train and the examples need
-#   bash scripts/install.sh --test   also what the test suite needs: OpenMPI, tmux, Horovod, test extras
+#   bash scripts/install.sh --test   also what the test suite needs: OpenMPI, tmux, Horovod, test and lint extras
 # Safe to run again: it skips what is already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 
 if [ "$want_test" = 1 ]; then
-  pip_install -e ".[test]"
+  pip_install -e ".[test,lint]"
   bash scripts/install-horovod.sh
 else
   pip_install -e ".[examples]"

@@ -31,3 +31,14 @@ def test_unknown_key_and_wrong_type_are_refused_by_name():
     with pytest.raises(ScorchError, match="config key 'epochs' must be int, got str"):
         TrainConfig.from_dict({"epochs": "3"})
     assert TrainConfig.from_dict({"min_delta": 1}).min_delta == 1
+
+
+def test_deprecations_from_our_own_code_are_not_hidden():
+    # pyproject.toml's filterwarnings: other packages' DeprecationWarnings are ignored, ours are shown
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:  # keeps pytest's filters, records what they let through
+        warnings.warn_explicit("theirs", DeprecationWarning, "torch/x.py", 1, module="torch.x")
+        for module in ("scorch.trainer", "scorch_tui.app"):
+            warnings.warn_explicit(f"ours from {module}", DeprecationWarning, "scorch/x.py", 1, module=module)
+    assert [str(w.message) for w in seen] == ["ours from scorch.trainer", "ours from scorch_tui.app"]

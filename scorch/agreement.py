@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from scorch.errors import NonFiniteLoss
 from scorch.telemetry.control import KINDS, Control, Request, agreed_requests, request_flags
-from scorch.telemetry.protocol import Event, System
+from scorch.telemetry.protocol import System
 from scorch.telemetry.sysstats import SystemSampler
 
 # The ranks agree (control, NaN) about every SYNC_SECONDS at rank 0's pace, and at least every SYNC_MAX_STEPS
@@ -35,7 +36,7 @@ class Agreement:
     a step between agreements costs one comparison. `progress()` is (step, phase) of the loop, for the
     per-rank channel's thread."""
 
-    def __init__(self, dist: Any, control: Control, emit: Callable[[Event], Any],
+    def __init__(self, dist: Any, control: Control, emit: Callable[..., Any],  # Trainer.emit(event, wait=-1)
                  progress: Callable[[], tuple[int, str]]) -> None:
         self.dist, self.control, self.emit, self.progress = dist, control, emit, progress
         self.max_steps = 0 if dist.size == 1 else SYNC_MAX_STEPS
@@ -69,7 +70,7 @@ class Agreement:
         agreed = self.dist.allreduce(slots, "max").tolist()
         self.figures["collective_wait"] = time.perf_counter() - now  # how long this rank waited for the others
         if -agreed[-2] != NO_NONFINITE:  # every rank stops here, naming the first NaN/inf any rank saw
-            raise NonFiniteLoss(self._nonfinite_message(-agreed[-2], epoch))
+            raise NonFiniteLoss(self._nonfinite_message(-agreed[-2], epoch), everywhere=True)
         self.next_step = step + agreed[-1]
         return agreed_requests(agreed[: len(KINDS)], own)
 

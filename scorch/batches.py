@@ -56,7 +56,7 @@ def collate(batch: list) -> list:
     first = batch[0]
     if torch.utils.data.get_worker_info() is None and type(first) in _SEQUENCES and all(type(p) in _SEQUENCES for p in first):
         try:  # strict zips: items with other numbers of parts go to default_collate, which names the fault
-            return [[torch.stack(column) if isinstance(column[0], torch.Tensor) else default_collate(column)
+            return [[torch.stack(column) if isinstance(column[0], torch.Tensor) else default_collate(column)  # type: ignore[arg-type]
                      for column in zip(*part, strict=True)] for part in zip(*batch, strict=True)]
         except (TypeError, RuntimeError, ValueError):
             pass
@@ -97,7 +97,7 @@ def explained(loader: DataLoader, dataset_path: str, mode: str) -> Iterator[Any]
         except ScorchError:
             raise
         except Exception as exc:
-            size = loader.batch_size
+            size = loader.batch_size or 1
             indices = list(loader.sampler)[done * size : (done + 1) * size]
             raise user_code.explain_batch_failure(exc, loader.dataset, indices, dataset_path, mode) from exc
         yield data.as_inputs_targets(batch)

@@ -190,7 +190,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "the files": ("model", "dataset", "dataset_path", "model_args", "dataset_args"),
     "the run": ("epochs", "batch_size", "max_train_iterations", "max_valid_iterations", "max_test_iterations",
                 "validate_on_train", "seed", "no_shuffle", "device", "monitor", "mode", "early_stop_patience",
-                "min_delta", "on_nan", "sanity_batches", "debug"),
+                "min_delta", "on_nan", "valid", "sanity_batches", "debug"),
     "checkpoints and resume": ("run_dir", "resume", "restart", "checkpoint", "dump_period", "keep", "on_save_error"),
     "distributed (mpirun, horovodrun, torchrun: docs/distributed.md)": ("backend", "scale_lr", "stall_timeout"),
     "telemetry and output": ("telemetry", "bind", "curve_keys", "tensorboard", "progress", "headless", "log_interval"),

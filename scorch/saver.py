@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from scorch import checkpoint as ckpt
 from scorch.errors import ScorchError
@@ -63,6 +64,7 @@ class Saver:
             self.policy.prune(epoch)
 
     def _finish(self, pending: ckpt.Pending, reason: str, links: Names, epoch: int, step: int) -> None:
+        assert self.folder is not None  # save() returns early without one
         try:
             pending.commit()
         except OSError as exc:

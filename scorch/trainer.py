@@ -29,13 +29,13 @@ from scorch import checkpoint as ckpt
 from scorch import data, events_log, streaming, user_code
 from scorch.agreement import SYNC_MAX_STEPS, SYNC_SECONDS, SYSTEM_EVENT_INTERVAL, Agreement  # noqa: F401 (their old home)
 from scorch.batches import EpochSampler, collate, explained, make_loader, to_device, to_host  # noqa: F401 (collate: its old home)
-from scorch.callbacks import Callback
+from scorch.callbacks import Callback, Guarded
 from scorch.callbacks.early_stopping import Monitor, better_mode
 from scorch.config import TrainConfig
 from scorch.dist import Single, scale_learning_rate, share_from_rank_zero
 from scorch.emitter import Emitter
-from scorch.errors import ScorchError
-from scorch.gradients import GradientClip, check_config
+from scorch.errors import RunComplete, ScorchError
+from scorch.gradients import GradientClip
 from scorch.precision import mixed_precision
 from scorch.run_folder import RunFolder
 from scorch.saver import Names, Saver
@@ -384,7 +384,7 @@ class Trainer:
     def evaluate(self, mode: str, max_iterations: int) -> dict[str, float]:
         """Socket.metrics over the whole `mode` set (all its batches at once), plus mean loss."""
         loader = self.loaders.get(mode) if mode != "train" else self._loader(self.loaders["train"].dataset, EpochSampler(
-            len(self.loaders["train"].dataset), False, 0, self.dist.rank, self.dist.size, pad=False))
+            len(self.loaders["train"].dataset), False, 0, self.dist.rank, self.dist.size, pad=False))  # type: ignore[arg-type]  # our DataSets have __len__
         if loader is None or max_iterations == 0:
             return {}
         self.network.eval()
@@ -403,8 +403,8 @@ class Trainer:
             loss_sum, count = loss_sum + loss, count + n
             all_outputs.append(outputs)
             all_targets.append(targets)
-        outputs = [data.join(parts) for parts in zip(*all_outputs)]
-        targets = [data.join(parts) for parts in zip(*all_targets)]
+        outputs = [data.join(list(parts)) for parts in zip(*all_outputs)]
+        targets = [data.join(list(parts)) for parts in zip(*all_targets)]
         return self._metrics(mode, outputs, targets, loss_sum, count)
 
     def _evaluate_batch(self, inputs: list, targets: list) -> tuple[list, list, float, int]:
@@ -460,7 +460,8 @@ class Trainer:
         A rank other than 0 holds one batch at a time (O(batch) memory, not the set), and each batch
         travels once, to rank 0 (O(set) bytes across the job, not N x set). Every rank takes part in as
         many gathers as rank 0 has batches (the largest share): a rank whose share is done sends None."""
-        share = math.ceil(len(loader.dataset) / self.dist.size)  # rank 0's, the largest (rank r: r, r+N, ...)
+        # rank 0's share, the largest (rank r: r, r+N, ...)
+        share = math.ceil(len(loader.dataset) / self.dist.size)  # type: ignore[arg-type]  # our DataSets have __len__
         rounds = math.ceil(share / loader.batch_size)
         rounds = min(rounds, max_iterations) if max_iterations >= 0 else rounds
         order, batches = list(loader.sampler), self._batches(mode, loader)
@@ -471,7 +472,7 @@ class Trainer:
             batch = next(batches, None) if done == i else None
             if batch is not None:
                 outputs, _, loss, n = self._evaluate_batch(*batch)
-                start = i * loader.batch_size
+                start = i * (loader.batch_size or 1)
                 piece = (order[start : start + n], to_host(outputs), to_host(batch[1]), loss, n)
                 done += 1
             gathered = self.dist.gather_object(piece)
@@ -517,7 +518,7 @@ class Trainer:
 
     # -- control --------------------------------------------------------------------------
 
-    def agree(self, window: list[torch.Tensor] = ()) -> bool:
+    def agree(self, window: list[torch.Tensor] | tuple = ()) -> bool:
         """All ranks: settle with the others (scorch/agreement.py), apply the requests; True if training must stop now.
 
         The losses of `window` not yet read are looked at first (the gradient allreduce has already synced
@@ -668,7 +669,7 @@ class Trainer:
     def _steps_in_epoch(self) -> int:
         """Training batches this rank takes in an epoch (optimizer steps: this / --accumulate)."""
         cfg = self.config
-        return batches_per_epoch(len(self.loaders["train"].dataset), cfg.batch_size, self.dist.size,
+        return batches_per_epoch(len(self.loaders["train"].dataset), cfg.batch_size, self.dist.size,  # type: ignore[arg-type]  # our DataSets have __len__
                                  cfg.max_train_iterations, cfg.accumulate)
 
     def _epoch_done(self) -> bool:
@@ -723,7 +724,7 @@ def resume_config(config: TrainConfig, explicit: set[str], engine: Any = None) -
     return TrainConfig.from_dict(saved), state, path
 
 
-def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = None) -> Trainer:
+def build(config: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), engine: Any = None) -> Trainer:
     """Everything a run needs, from its config: engine, run folder, user code, callbacks."""
     from scorch import dist as dist_module
     from scorch.run_folder import default_name
@@ -732,18 +733,12 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
     config, state, resumed_path = resume_config(config, set(explicit), dist)
     if config.seed < 0:
         config.seed = dist.broadcast_object(random.SystemRandom().randrange(2**31))
-    if config.accumulate < 1:
-        raise ScorchError(f"--accumulate {config.accumulate}: must be at least 1")
-    if config.batch_size < 1:
-        raise ScorchError(f"--batch-size {config.batch_size}: must be at least 1")
-    if config.epochs < 1:
-        raise ScorchError(f"--epochs {config.epochs}: must be at least 1")
-    check_config(config)
+    config.check(writer=dist.is_global_zero)  # again: a resumed run's config is the saved one with today's flags on top
+    if state is not None and state["epoch"] >= config.epochs and not state.get("epoch_step"):
+        raise RunComplete(f"the run {config.run_dir or config.resume} is complete ({state['epoch']} of {config.epochs} "
+                          f"epochs); to train on, give a larger total: scorch-train --resume {config.resume} "
+                          f"--epochs {2 * state['epoch']}")
     notices = _resolve_mode(config)  # said once the run has started
-    if config.telemetry and dist.is_global_zero:
-        from scorch.telemetry.publisher import check_bind
-
-        check_bind(config.bind, config.curve_keys)  # before the run folder exists: a wrong flag leaves nothing behind
     if not config.run_dir:
         config.run_dir = dist.broadcast_object(os.path.join("runs", default_name(config.model)))
     _seed_everything(config.seed)
@@ -763,6 +758,9 @@ def build(config: TrainConfig, explicit: set[str] = frozenset(), engine: Any = N
 
     run, callbacks, history = _sinks(config, reuse=bool(resumed_path)) if dist.is_global_zero else (None, [], None)
     trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
+    for sink in callbacks:
+        if isinstance(sink, Guarded):  # a failing optional sink is told as an error event, once
+            sink.report = lambda message: trainer.log(message, level="error")
     trainer.started["hosts"] = hosts = dist.hosts()
     trainer.started["notices"] += notices
     if run is not None:  # a resumed run numbers on from its log, read once by the writer
@@ -823,9 +821,10 @@ def _sinks(config: TrainConfig, reuse: bool) -> tuple[RunFolder, list[Callback],
     import sys
 
     from scorch.callbacks.console import ConsoleProgress
+    from scorch.dist import launched
 
     run = RunFolder(config.run_dir)
-    run.create(reuse=reuse)
+    run.create(reuse=reuse, restart=config.restart)
     history = None
     if config.telemetry:
         from scorch.telemetry.publisher import History
@@ -835,8 +834,10 @@ def _sinks(config: TrainConfig, reuse: bool) -> tuple[RunFolder, list[Callback],
     if config.tensorboard:
         from scorch.callbacks.tensorboard import TensorBoardLog
 
-        callbacks.append(TensorBoardLog(run.tensorboard))
-    callbacks.append(ConsoleProgress(headless=config.headless or not sys.stdout.isatty(), interval=config.log_interval))
+        callbacks.append(Guarded(TensorBoardLog(run.tensorboard), f"TensorBoard ({run.tensorboard})"))
+    # Under a launcher (OpenMPI gives each rank a terminal) plain lines, unless --progress bar asks otherwise.
+    bar = config.progress == "bar" or (config.progress == "auto" and sys.stdout.isatty() and not launched())
+    callbacks.append(ConsoleProgress(headless=config.headless or not bar, interval=config.log_interval))
     return run, callbacks, history
 
 
@@ -861,6 +862,7 @@ def _go_live(trainer: Trainer, run: RunFolder, history: Any) -> None:
         loop = threading.current_thread()  # the heartbeat says what this thread is doing (see watchdog.activity)
         trainer.callbacks.append(Publisher(run, trainer.control, emit, config.bind, config.curve_keys,
                                            progress=lambda: activity(state, ranks, loop), history=history))
-    except BaseException:
+    except BaseException as exc:
         trainer.close()  # e.g. a busy port: the other sinks (TensorBoard's thread) must not outlive the start
+        run.write_info(state="failed", reason=getattr(exc, "message", repr(exc)), ended=time.time())
         raise

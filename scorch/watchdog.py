@@ -12,7 +12,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from scorch.trainer import LoopState

@@ -340,7 +340,7 @@ class RunModel:
         return None
 
     def _system(self, ev: System) -> None:
-        ranks = []
+        ranks: list[RankUsage] = []
         for entry in ev.ranks:
             if not isinstance(entry, dict):
                 continue
@@ -358,10 +358,10 @@ class RunModel:
         timed = [r for r in self.ranks if r.step_time is not None]
         candidate = None
         if len(timed) > 1:
-            slowest = max(timed, key=lambda r: r.step_time)
-            others = sorted(r.step_time for r in timed if r is not slowest)
+            slowest = max(timed, key=lambda r: r.step_time or 0.0)
+            others = sorted(r.step_time or 0.0 for r in timed if r is not slowest)
             median = others[len(others) // 2] if len(others) % 2 else (others[len(others) // 2 - 1] + others[len(others) // 2]) / 2
-            if slowest.step_time >= SLOWEST_MARGIN * median:
+            if (slowest.step_time or 0.0) >= SLOWEST_MARGIN * median:
                 candidate = slowest.rank
         rank, count = self._slow_streak
         self._slow_streak = (candidate, count + 1 if candidate == rank else 1)

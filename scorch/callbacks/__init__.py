@@ -32,7 +32,7 @@ class Guarded(Callback):
     ends the run. events.jsonl itself is not guarded: it is the record, and a full disk under it stops.
     """
 
-    def __init__(self, sink: Callback, name: str, report: Callable[[str], None]) -> None:
+    def __init__(self, sink: Callback, name: str, report: Callable[[str], None] = print) -> None:
         self.sink, self.name, self.report = sink, name, report
         self.failed = False
 

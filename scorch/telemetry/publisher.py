@@ -262,7 +262,7 @@ class Publisher(Callback):
     run's event log already holds (`events_log.Writer(visit=history.add_line)` reads it once).
     """
 
-    def __init__(self, run: RunFolder, control: Control | None = None, emit: Callable[[Event], None] | None = None,
+    def __init__(self, run: RunFolder, control: Control | None = None, emit: Callable[[Event], Any] | None = None,
                  bind: str = "127.0.0.1:0", curve_keys: str = "", queue_size: int = QUEUE_SIZE,
                  progress: Callable[[], tuple[float, str]] | None = None, history: History | None = None) -> None:
         self.run = run

@@ -222,7 +222,7 @@ class Writer(Callback):
         try:
             written = os.write(self._fd, line)
         except OSError as exc:
-            self._give_up(exc.errno, 0)
+            self._give_up(exc.errno or errno.EIO, 0)
         if written < len(line):  # a disk that filled up mid-line
             self._give_up(errno.ENOSPC, written)
 

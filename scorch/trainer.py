@@ -764,7 +764,7 @@ def build(config: TrainConfig, explicit: set[str] | frozenset[str] = frozenset()
     trainer.started["hosts"] = hosts = dist.hosts()
     trainer.started["notices"] += notices
     if run is not None:  # a resumed run numbers on from its log, read once by the writer
-        log = callbacks[0]
+        log: Any = callbacks[0]  # the events_log.Writer
         trainer.emitter.seq = log.last_seq
         if log.scan.warning():
             trainer.log(log.scan.warning())

@@ -457,7 +457,8 @@ def decode_request(raw: bytes | str) -> Message:
         raise ProtocolError("request is not JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError("request is not a JSON object")
-    cls = REQUESTS.get(data.get("op")) if isinstance(data.get("op"), str) else None
+    op = data.get("op")
+    cls = REQUESTS.get(op) if isinstance(op, str) else None
     if cls is None:
         text = repr(data.get("op"))
         raise ProtocolError(f"unknown op {text if len(text) <= 32 else text[:29] + '...'}; expected hello, replay or command")

@@ -73,7 +73,7 @@ class EventLog(RichLog):
             title.append(f"  {duration(error.at)} {ICONS.get(error.kind, '!')} {error.text}", style="bold red")
         self.border_title = title
 
-    def on_resize(self) -> None:
+    def on_resize(self) -> None:  # type: ignore[override]  # the event itself is not needed
         if self._model is not None:
             self.show(self._model)
 

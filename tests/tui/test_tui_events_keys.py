@@ -7,7 +7,7 @@ from scorch_tui.app import ScorchApp
 from scorch_tui.sources import LIVE, ConnectionChanged, ScriptedSource
 from scorch_tui.widgets.event_log import EventLog
 from textual.command import CommandPalette
-from tui_helpers import ScriptedRun, settle
+from tui_helpers import ScriptedRun, settle, until
 
 
 def events_text(app: ScorchApp) -> list[str]:
@@ -78,11 +78,11 @@ async def test_ctrl_c_quits_and_the_palette_offers_what_applies_and_closes_with_
         assert "Screenshot" not in titles and "Keys" not in titles and "Maximize" not in titles
         assert {"Checkpoint now", "Stop the run", "Help", "Quit"} <= set(titles)
         await pilot.press("ctrl+p")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
         assert isinstance(app.screen, CommandPalette)
         await pilot.press("escape")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: not isinstance(app.screen, CommandPalette))
         assert not isinstance(app.screen, CommandPalette)
         await pilot.press("ctrl+c")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: not app.is_running)
         assert not app.is_running

@@ -156,6 +156,13 @@ def read_until(source, want, timeout: float = 30.0) -> list:  # type: ignore[no-
     raise AssertionError(f"not seen within {timeout} s: {items[-20:]}")
 
 
+async def until(pilot, condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Let the app run until `condition()` holds (a screen pushed, a redraw done), at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+
+
 def items_of(*groups: list[Event]) -> Iterator[Event]:
     for group in groups:
         yield from group

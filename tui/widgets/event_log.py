@@ -27,10 +27,15 @@ class EventLog(RichLog):
         self._written = 0
         self._width = 0
         self._model: RunModel | None = None
+        self._following = True  # whether the view was at the bottom: kept from before a resize changes the sizes
 
     @property
     def at_end(self) -> bool:
         return self.scroll_y >= self.max_scroll_y
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self._following = new >= self.max_scroll_y  # the user scrolled (or a write followed the end)
 
     def show(self, model: RunModel) -> None:
         self._model = model
@@ -42,13 +47,13 @@ class EventLog(RichLog):
         new = model.notes_total - self._written
         if new <= 0:
             return
-        follow = self.at_end
+        follow = self._following
         self._written = model.notes_total
         for note in list(model.notes)[-min(new, len(model.notes)):]:
             self.write(note_line(note, width), scroll_end=follow)
 
     def _redraw(self, model: RunModel, width: int) -> None:
-        follow, y = self.at_end, self.scroll_y
+        follow, y = self._following, self.scroll_y
         self._width, self._written = width, model.notes_total
         self.clear()
         recent = list(model.notes)
@@ -59,11 +64,9 @@ class EventLog(RichLog):
         if skipped > 0:
             self.write(Text(f"… {skipped} more events (all of them in events.jsonl)", style="dim"), scroll_end=False)
         for note in recent:
-            self.write(note_line(note, width), scroll_end=False)
-        if follow:
-            self.scroll_end(animate=False)
-        else:
-            self.scroll_to(y=y, animate=False)
+            self.write(note_line(note, width), scroll_end=follow)  # following: to the end once laid out
+        if not follow:
+            self.call_after_refresh(self.scroll_to, y=y, animate=False)
 
     def _pin(self, model: RunModel) -> None:
         """The latest error rides in the panel's title, so it stays in sight however many lines follow it."""

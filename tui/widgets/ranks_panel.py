@@ -37,6 +37,12 @@ class RanksPanel(VerticalScroll, can_focus=True):
         self.border_title = title
 
 
+    def on_resize(self) -> None:  # a finished replay gets no more events: a resize alone must redraw it
+        model = getattr(self.screen, "model", None)
+        if model is not None:
+            self.show(model)
+
+
 def rank_table(ranks: list[RankUsage], slowest: int | None, wide: bool) -> Table:
     """One row a rank. Narrow (80 columns, half the screen): rank, cpu, ram, gpu, gpu memory, step time."""
     table = Table(box=None, padding=(0, 1, 0, 0), show_header=True, header_style="dim", expand=False, pad_edge=False)

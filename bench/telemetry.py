@@ -136,6 +136,52 @@ def bench_publish_cost(tmp: str, n: int) -> list[tuple[str, str]]:
     ]
 
 
+def bench_frozen(tmp: str, n: int) -> list[tuple[str, str]]:
+    """What a whole emit costs with two frozen subscribers holding their buffers full (one that never reads, one
+    whose process is stopped), beside the same emits with none, in turns (the rounds alternate, best of five each);
+    the none-vs-none pair is the control: how far it strays from 1.00x is this machine's noise."""
+    import zmq
+
+    run = Run(os.path.join(tmp, "frozen"), queue_size=n + 10)
+    frozen = zmq.Context.instance().socket(zmq.SUB)
+    frozen.setsockopt(zmq.LINGER, 0)
+    frozen.setsockopt(zmq.RCVHWM, 10)
+    frozen.connect(run.publisher.publish_endpoint)
+    stopped = subprocess.Popen([sys.executable, "-c", (
+        "import time, zmq\n"
+        "s = zmq.Context().socket(zmq.SUB); s.setsockopt(zmq.SUBSCRIBE, b''); s.setsockopt(zmq.RCVHWM, 10)\n"
+        f"s.connect({run.publisher.publish_endpoint!r}); s.recv_multipart(); print('ready', flush=True); time.sleep(600)\n")],
+        stdout=subprocess.PIPE)
+    costs: dict[str, list[float]] = {"none": [], "none again": [], "frozen": []}
+    try:
+        stopped.stdout.readline()
+        os.kill(stopped.pid, 19)  # SIGSTOP: it holds its buffers and never reads
+
+        def burst(label: str, subscribed: bool) -> None:
+            frozen.setsockopt(zmq.SUBSCRIBE if subscribed else zmq.UNSUBSCRIBE, b"")
+            start = time.perf_counter_ns()
+            for i in range(n):
+                run.emit(step(i))
+            costs[label].append((time.perf_counter_ns() - start) / n / 1000)
+            run.wait_published()
+
+        for _ in range(5):
+            burst("none", False)
+            burst("frozen", True)
+            burst("none again", False)
+    finally:
+        os.kill(stopped.pid, 18)
+        stopped.kill()
+        stopped.wait()
+        stopped.stdout.close()
+        frozen.close()
+        run.close()
+    best = {label: min(values) for label, values in costs.items()}
+    return [("whole emit, no frozen subscriber (best of 5)", f"{best['none']:.2f} µs"),
+            ("  the same again: the control", f"{best['none again']:.2f} µs ({best['none again'] / best['none']:.2f}x)"),
+            ("  with two frozen subscribers", f"{best['frozen']:.2f} µs ({best['frozen'] / best['none']:.2f}x)")]
+
+
 def bench_stream(tmp: str, n: int) -> list[tuple[str, str]]:
     run = Run(os.path.join(tmp, "stream"), queue_size=n + 10)
     sub = subprocess.Popen([sys.executable, "-c", SUBSCRIBER.format(root=ROOT, run_dir=run.folder.path)],
@@ -228,6 +274,7 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="scorch-bench-telemetry-") as tmp:
         for title, fn, n in (("publish cost", bench_publish_cost, 200_000 // scale),
+                             ("frozen subscribers", bench_frozen, 20_000 // scale),
                              ("stream", bench_stream, 200_000 // scale),
                              ("snapshot", bench_snapshot, 1_000_000 // scale),
                              ("replay", bench_replay, 200_000 // scale)):

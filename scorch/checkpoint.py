@@ -1,4 +1,4 @@
-"""Checkpoint storage (atomic writes, loading, resume lookup) and policy (last/best/keep-N).
+"""Checkpoints: saving (through scorch/fileio.py's atomic writes), loading, resume lookup, policy (last/best/keep-N).
 
 A checkpoint is a plain dict loadable with `torch.load(path, weights_only=False)`:
 the 2018 keys `epoch`, `model_state`, `optimizer_state`, `metrics`, plus what an
@@ -7,103 +7,15 @@ exact resume needs (see `Trainer.state_dict`).
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from scorch.errors import ScorchError
+from scorch.fileio import Pending, atomic_link, atomic_write, write_error  # noqa: F401 (Pending, atomic_link, atomic_write: their old home)
 
 LAST = "last.pt"
 BEST = "best.pt"
 MODE = 0o644  # like run.json and the event log (a temporary file would be 0600): the run's secret is .token
-
-
-class Pending:
-    """A checkpoint for `path` written through `write(file)` into a temporary file beside it, flushed but
-    not yet durable nor in place: the first half of `atomic_write`. `commit()` is the second half (fsync,
-    rename over `path`, fsync the folder), so it can run off the training thread; a crash before it, or a
-    failure anywhere, leaves the old `path` as it was and no temporary file behind a live process."""
-
-    def __init__(self, path: str, write: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
-        self.path = path
-        self.folder = os.path.dirname(os.path.abspath(path))
-        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=self.folder)
-        self.file: BinaryIO | None = None
-        try:
-            if mode is not None:
-                os.fchmod(fd, mode)
-            self.file = os.fdopen(fd, "wb")
-            write(self.file)
-            self.file.flush()
-        except BaseException:
-            if self.file is None:
-                os.close(fd)
-            self.discard()
-            raise
-
-    def commit(self) -> None:
-        assert self.file is not None  # set by __init__, which raises otherwise
-        try:
-            with self.file:
-                os.fsync(self.file.fileno())
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            self.discard()
-            raise
-        _fsync_folder(self.folder)
-
-    def discard(self) -> None:
-        try:
-            if self.file is not None:
-                self.file.close()
-        except OSError:
-            pass  # the flush of a full disk: the file goes anyway
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
-
-
-def atomic_write(path: str, write: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
-    """Write `path` through `write(file)` so that a crash at any instant leaves the old file or the new one.
-
-    Temporary file in the same folder, flush, fsync, os.replace, fsync the folder.
-    """
-    Pending(path, write, mode).commit()
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the renames in `folder` durable."""
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_link(source: str, path: str) -> None:
-    """Make `path` a second name of the checkpoint `source` just written, as atomically as `atomic_write`.
-
-    A hard link costs no time and no disk space; where the file system has none, a copy. Both names
-    stay the same checkpoint: `atomic_write` never changes a file in place, it replaces the name.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-    try:
-        os.link(source, tmp)
-    except OSError:
-        with open(source, "rb") as src:
-            atomic_write(path, lambda fh: shutil.copyfileobj(src, fh), MODE)
-        return
-    try:
-        os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):  # rename does nothing when both names are already the one file
-            os.unlink(tmp)
-    _fsync_folder(folder)
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -179,9 +91,7 @@ def _never_saved(folder: str) -> str:
 
 
 def describe_write_error(exc: OSError, path: str) -> str:
-    reasons = {errno.ENOSPC: "the disk is full", errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
-    why = reasons.get(exc.errno or 0, exc.strerror or str(exc))
-    return f"could not write checkpoint {path}: {why}; the previous checkpoint is intact"
+    return f"could not write checkpoint {path}: {write_error(exc)}; the previous checkpoint is intact"
 
 
 class CheckpointPolicy:
@@ -192,9 +102,6 @@ class CheckpointPolicy:
         self.folder = folder
         self.dump_period = max(1, dump_period)
         self.keep = keep
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.folder, name)
 
     def at_epoch_end(self, epoch: int, improved: bool, last_epoch: bool) -> list[tuple[str, str]]:
         """(file name, reason) pairs to write after `epoch` (0-based)."""

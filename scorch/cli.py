@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import signal
 import sys
 import traceback
@@ -13,10 +12,9 @@ from scorch import __version__
 from scorch.config import TrainConfig, add_arguments, from_namespace
 from scorch.dist import launcher, launcher_rank
 from scorch.errors import EXIT_CODES, ScorchError, UserCodeError
+from scorch.fileio import WRITE_ERRORS, write_error
 
 EXIT_FAILED = 1
-DISK_WRITE_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-                     errno.EROFS: "read-only file system"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,8 +92,8 @@ def report(exc: BaseException, debug: bool) -> int:
     err = as_user_error(exc, "training")
     if err is not None:
         return report(err, False) if not debug else err.exit_code
-    if isinstance(exc, OSError) and exc.errno in DISK_WRITE_ERRORS:  # the event log or run.json on a full disk
-        return report(ScorchError(f"could not write {exc.filename or 'to the run folder'}: {DISK_WRITE_ERRORS[exc.errno]}; "
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:  # the event log or run.json on a full disk
+        return report(ScorchError(f"could not write {exc.filename or 'to the run folder'}: {write_error(exc)}; "
                                   "free space, then --resume the run", exit_code=5), debug)
     if not debug:
         traceback.print_exception(exc)

@@ -84,9 +84,6 @@ class Single:
     def broadcast_state(self, model: Any, optimizer: Any) -> None:
         """All ranks: copy parameters, buffers and optimizer state from rank 0."""
 
-    def wrap_model(self, model: Any) -> Any:
-        return model
-
     def hosts(self) -> list[str]:
         """All ranks: the host name of every rank, in rank order."""
         return self.allgather_object(socket.gethostname())

@@ -15,7 +15,16 @@ EXIT_CODES = {
 }
 
 
-class ScorchError(Exception):
+class MessageError(Exception):
+    """A failure told in one short message (`message`), never a traceback: the base of every such error
+    (ScorchError here, ClientError for the telemetry client, SourceError for the dashboard)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ScorchError(MessageError):
     """A user-facing failure, printed once by `main()` without a traceback.
 
     The message names the file, flag or thing at fault and how to fix it. `everywhere`: every rank of a
@@ -25,7 +34,6 @@ class ScorchError(Exception):
 
     def __init__(self, message: str, exit_code: int = 2, everywhere: bool = False) -> None:
         super().__init__(message)
-        self.message = message
         self.exit_code = exit_code
         self.everywhere = everywhere
 

@@ -16,17 +16,13 @@ import time
 from typing import Any
 
 from scorch import events_log
-from scorch.checkpoint import atomic_write
 from scorch.errors import ScorchError
+from scorch.fileio import atomic_write_text
 
 
 def default_name(model_path: str) -> str:
     stem = os.path.splitext(os.path.basename(model_path))[0] or "run"
     return time.strftime("%Y%m%d-%H%M%S") + "-" + stem
-
-
-def atomic_write_text(path: str, text: str, mode: int = 0o644) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode()), mode)
 
 
 class RunFolder:

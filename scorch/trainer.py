@@ -30,12 +30,12 @@ from scorch import data, events_log, streaming, user_code
 from scorch.agreement import SYNC_MAX_STEPS, SYNC_SECONDS, SYSTEM_EVENT_INTERVAL, Agreement  # noqa: F401 (their old home)
 from scorch.batches import EpochSampler, collate, explained, make_loader, to_device, to_host  # noqa: F401 (collate: its old home)
 from scorch.callbacks import Callback, Guarded
-from scorch.callbacks.early_stopping import Monitor, better_mode
 from scorch.config import TrainConfig
 from scorch.dist import Single, scale_learning_rate, share_from_rank_zero
 from scorch.emitter import Emitter
 from scorch.errors import RunComplete, ScorchError
 from scorch.gradients import GradientClip
+from scorch.monitor import Monitor, better_mode
 from scorch.precision import mixed_precision
 from scorch.run_folder import RunFolder
 from scorch.saver import Names, Saver
@@ -257,7 +257,7 @@ class Trainer:
         """One pass over this rank's share of the training set; returns the mean loss."""
         cfg, network, socket, state, agreement = self.config, self.network, self.socket, self.state, self.agreement
         st = self.stepping
-        optimizer, autocast, scaler, clip, schedule = st.optimizer, st.autocast, st.scaler, st.clip, st.schedule
+        optimizer, autocast, scaler, schedule = st.optimizer, st.autocast, st.scaler, st.schedule
         steps_in_epoch = self._start_epoch()
         window: list[torch.Tensor] = []  # this window's losses, still on the device: no sync per step
         window_start = step_end = time.perf_counter()
@@ -296,15 +296,9 @@ class Trainer:
             state.epoch_step += 1
             if state.epoch_step % accumulate:
                 continue  # gradients accumulate; no optimizer step, no control at this batch
-            if not manual:
-                self.dist.average_gradients(optimizer)  # all ranks, before the AMP scaler checks them for inf
-                if clip is not None:  # on the averaged, unscaled gradients (scorch/gradients.py says why)
-                    grad_norm = clip()
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+            if not manual:  # (Socket.train_step stepped its own)
+                grad_norm = self._optimizer_step(grad_norm)
             state.step += 1
-
             # Progress: a few `step` events a second, read from the device only then.
             now = step_end = state.beat = time.perf_counter()
             if now >= next_event or state.epoch_step == steps_in_epoch:
@@ -319,6 +313,17 @@ class Trainer:
             elif self.control.pending and self.apply_requests(self.control.take()):
                 break
         return self._end_epoch(window)
+
+    def _optimizer_step(self, grad_norm: Any) -> Any:
+        """All ranks: average the gradients, clip them, step and zero them; the norm before clipping (or as it was)."""
+        st = self.stepping
+        self.dist.average_gradients(st.optimizer)  # all ranks, before the AMP scaler checks them for inf
+        if st.clip is not None:  # on the averaged, unscaled gradients (scorch/gradients.py says why)
+            grad_norm = st.clip()
+        st.scaler.step(st.optimizer)
+        st.scaler.update()
+        st.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
     def _end_epoch(self, window: list[torch.Tensor]) -> float:
         """The epoch's mean loss, the same on every rank; what the ranks must settle is settled first."""
@@ -755,7 +760,6 @@ def build(config: TrainConfig, explicit: set[str] | frozenset[str] = frozenset()
     model = user_code.load_model(config.model, config.model_args, facts)
     _check_streaming(config, model)
     _check_manual(config, model, dist)
-
     run, callbacks, history = _sinks(config, reuse=bool(resumed_path)) if dist.is_global_zero else (None, [], None)
     trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
     for sink in callbacks:

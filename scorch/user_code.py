@@ -120,7 +120,6 @@ class UserModel:
     path: str
     network: Any
     socket: Any
-    has_scheduler: bool
     has_process: bool
 
 
@@ -178,7 +177,7 @@ def load_model(path: str, model_args: dict, facts: Any = None) -> UserModel:
     process = getattr(socket, "process", None)
     if process is not None and not callable(process):
         raise ScorchError(f"{path}: Socket.process must be a method process(inputs, outputs), found {_kind(process)}")
-    return UserModel(path, network, socket, scheduler is not None, process is not None)
+    return UserModel(path, network, socket, process is not None)
 
 
 def load_datasets(path: str, dataset_path: str, dataset_args: dict) -> dict[str, Any]:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from scorch.trainer import LoopState
 
 EXIT_STALLED = 6
+
 STUCK_RANK_GRACE = 3.0  # seconds a rank waiting in a collective stays, after its report, for the stuck rank's report
 
 

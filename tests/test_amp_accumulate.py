@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import read_events, tiny_args, train
+from helpers.runs import read_events, tiny_args, train
 
 
 def weights(run_dir):

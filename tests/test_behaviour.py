@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EXAMPLES, build, read_events, tiny_args, train
+from helpers.runs import EXAMPLES, build, read_events, tiny_args, train
 
 DATA = ["--dataset", str(EXAMPLES / "two_inputs/dataset.py"), "--dataset-path", str(EXAMPLES),
         "--dataset-args", '{"size": 256}', "--seed", "1", "--headless", "--no-telemetry", "--no-tensorboard"]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import scorch_env
+from helpers.runs import scorch_env
 
 from scorch import checkpoint as ckpt
 from scorch.errors import ScorchError

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EXAMPLES, ROOT, scorch_env
+from helpers.runs import EXAMPLES, ROOT, scorch_env
 
 from scorch.cli import build_parser
 from scorch.config import GROUPS, TrainConfig

@@ -117,7 +117,7 @@ def test_the_log_of_a_run_folder(run_dir):
 
 
 def test_a_resumed_run_reads_its_log_once_for_its_numbering_and_its_live_history(tmp_path, monkeypatch):
-    from conftest import tiny_args, train
+    from helpers.runs import tiny_args, train
 
     from scorch.cli import build_parser
     from scorch.config import from_namespace

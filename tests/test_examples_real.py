@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import example_args, read_events, train
+from helpers.runs import example_args, read_events, train
 
 
 def test_char_transformer_trains_with_warmup_clipping_and_streaming(tmp_path):

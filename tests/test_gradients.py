@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build, read_events, tiny_args, train
+from helpers.runs import build, read_events, tiny_args, train
 
 
 def record_gradients(trainer) -> list[torch.Tensor]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import ROOT
+from helpers.runs import ROOT
 
 SCRIPT = ROOT / "scripts" / "install-horovod.sh"
 

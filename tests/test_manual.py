@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import EXAMPLES, build, read_events, train
+from helpers.runs import EXAMPLES, build, read_events, train
 
 DATA = ["--dataset", str(EXAMPLES / "two_inputs/dataset.py"), "--dataset-path", str(EXAMPLES),
         "--dataset-args", '{"size": 400}', "--seed", "5", "--headless", "--no-telemetry", "--no-tensorboard"]

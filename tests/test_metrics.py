@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import EXAMPLES, read_events, train
+from helpers.runs import EXAMPLES, read_events, train
 
 DATA = ["--dataset", str(EXAMPLES / "two_inputs/dataset.py"), "--dataset-path", str(EXAMPLES),
         "--dataset-args", '{"size": 256}', "--seed", "1", "--headless", "--no-telemetry", "--no-tensorboard"]

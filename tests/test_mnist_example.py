@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLES, read_events, train
+from helpers.runs import EXAMPLES, read_events, train
 
 
 def load_example():

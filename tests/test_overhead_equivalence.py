@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, read_events
+from helpers.runs import ROOT, read_events
 
 SYNCING_METHODS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
 PER_EPOCH_READS = 8  # reads an epoch may make whatever its length: 4 today, room for a few more

@@ -6,7 +6,7 @@ import importlib.util
 import re
 
 import tomllib
-from conftest import ROOT
+from helpers.runs import ROOT
 
 spec = importlib.util.spec_from_file_location("readme_command", ROOT / ".ci" / "readme_command.py")
 readme_command = importlib.util.module_from_spec(spec)

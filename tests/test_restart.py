@@ -8,7 +8,7 @@ import json
 import shlex
 import socket
 
-from conftest import read_events, tiny_args, train
+from helpers.runs import read_events, tiny_args, train
 
 
 def stderr_of(capsys) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EXAMPLES, build, read_events, train
+from helpers.runs import EXAMPLES, build, read_events, train
 
 # 400 samples: 320 train = 10 batches of 32 an epoch; 4 epochs = 40 optimizer steps.
 DATA = ["--dataset", str(EXAMPLES / "two_inputs/dataset.py"), "--dataset-path", str(EXAMPLES),

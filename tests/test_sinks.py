@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import example_args, read_events, scorch_cmd, scorch_env, tiny_args, train
+from helpers.runs import example_args, read_events, scorch_cmd, scorch_env, tiny_args, train
 
 
 def error_logs(run_dir: Path) -> list[dict]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXAMPLES, read_events, train
+from helpers.runs import EXAMPLES, read_events, train
 
 DATA = ["--dataset", str(EXAMPLES / "two_inputs/dataset.py"), "--dataset-path", str(EXAMPLES),
         "--dataset-args", '{"size": 700}', "--seed", "4", "--headless", "--no-telemetry", "--no-tensorboard",

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import EXAMPLES, example_args, read_events, scorch_cmd, scorch_env, tiny_args, train
+from helpers.runs import EXAMPLES, example_args, read_events, scorch_cmd, scorch_env, tiny_args, train
 
 from scorch.events_log import read_events as decode_events
 
@@ -261,6 +261,7 @@ def test_tensorboard_files_read_back(tmp_path):
     assert any(t.startswith("test/prediction/0") for t in tags["tensors"])
 
 
+@pytest.mark.slow
 def test_digits_example_reaches_95_percent(tmp_path):
     # The README's main command (fewer epochs would do; the default is 10).
     assert train(example_args("digits", tmp_path / "run", "--seed", "0")) == 0

@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, scorch_cmd, scorch_env, tiny_args, train
+from helpers.runs import EXAMPLES, scorch_cmd, scorch_env, tiny_args, train
 
 from scorch import user_code
 from scorch.errors import ScorchError, UserCodeError

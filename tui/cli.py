@@ -226,7 +226,7 @@ def run_dir_source(path: str, token: str | None, replay: bool, keys: CurveKeys |
         return ReplaySource(path, dead=dead)
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     if not isinstance(info.get("telemetry"), dict) and not config.get("telemetry", False):
-        return ReplaySource(path, follow=True)  # --no-telemetry: its events.jsonl is all there is
+        return ReplaySource(path, follow=True)  # --no-telemetry: its event log is all there is
     # Live; a run still starting (config written, endpoints not yet) is waited for by the live source.
     return LiveSource.from_run_dir(path, token=token, client_keys=keys.client if keys else None)
 

@@ -29,7 +29,7 @@ from scorch_tui.sources import (
     RunInfo,
 )
 
-from scorch.callbacks.early_stopping import better_mode  # for metric names the run does not rank itself
+from scorch.monitor import better_mode  # for metric names the run does not rank itself
 from scorch.telemetry.protocol import (
     CheckpointSaved,
     Command,
@@ -124,7 +124,6 @@ class RunModel:
         # What the run is.
         self.name = ""
         self.run_dir = ""
-        self.model_file = ""
         self.world_size = 1
         self.hosts: list[str] = []
         self.device = ""
@@ -138,7 +137,6 @@ class RunModel:
         self.last_time: float | None = None  # time of the newest event
         # Where it is.
         self.state = "running"  # running | completed | stopped | early_stopped | preempted | failed
-        self.end_reason = ""
         self.connection = CONNECTING
         self.connection_detail = ""
         self.epochs = 0
@@ -172,7 +170,6 @@ class RunModel:
         self.last_error: Note | None = None  # pinned where the events are shown, however many lines follow
         self.last_ack: CommandAck | None = None
         self.beat: HeartbeatSeen | None = None  # the newest heartbeat: age of the last step, rank 0's phase
-        self.last_checkpoint: CheckpointSaved | None = None
         self.pending_commands: dict[str, str] = {}  # id -> command, until applied
 
     # -- applying ------------------------------------------------------------------------------
@@ -222,8 +219,6 @@ class RunModel:
         state = info.get("state")
         if isinstance(state, str) and state:
             self.state = state
-            if info.get("reason"):
-                self.end_reason = str(info["reason"])
         config = info.get("config")
         if isinstance(config, dict):
             self._config(config)
@@ -242,7 +237,6 @@ class RunModel:
         elif isinstance(ev, System):
             self._system(ev)
         elif isinstance(ev, CheckpointSaved):
-            self.last_checkpoint = ev
             self._note(ev.time, "checkpoint", f"checkpoint saved ({ev.reason}): {_short_path(ev.path)} "
                        f"after epoch {ev.epoch}, step {ev.step}", "good")
         elif isinstance(ev, Log):
@@ -252,7 +246,6 @@ class RunModel:
             self._command(ev)
         elif isinstance(ev, RunEnded):
             self.state = ev.status
-            self.end_reason = ev.reason
             self.ended = ev.time or self.ended
             level = {"completed": "good", "failed": "error"}.get(ev.status, "warning")
             self.stop_pending = False
@@ -264,7 +257,6 @@ class RunModel:
     def _run_started(self, ev: RunStarted) -> None:
         self.name = ev.name or self.name
         self.run_dir = ev.run_dir
-        self.model_file = ev.model
         self.epochs = ev.epochs or self.epochs
         self.world_size = ev.world_size or 1
         self.hosts = list(ev.hosts) or self.hosts
@@ -278,7 +270,6 @@ class RunModel:
             self.started, self._started_by_event = ev.time, True
         self.state = "running"
         self.ended = None
-        self.end_reason = ""
         self.epoch = self.epochs_done = max(self.epochs_done, ev.start_epoch)
         self._rate_window.clear()  # a resume: the gap since the last process is not training time
         self.stop_pending = False

@@ -28,12 +28,7 @@ class RunEntry:
     epochs: int
     best: str  # "main 0.9731 @3" or ""
     started: float
-    has_telemetry: bool
     dead_reason: str = ""  # why a run still marked running is dead
-
-    @property
-    def watchable_live(self) -> bool:
-        return self.liveness in ("live", "elsewhere")
 
 
 def is_run_dir(path: str) -> bool:
@@ -73,7 +68,7 @@ def read_entry(path: str) -> RunEntry:
             started = 0.0
     return RunEntry(path=os.path.abspath(path), name=str(info.get("name") or os.path.basename(path.rstrip("/"))),
                     state=state, liveness=liveness(info), dead_reason=why_dead(info), epochs_done=epochs_done, epochs=epochs, best=best,
-                    started=float(started), has_telemetry=isinstance(info.get("telemetry"), dict))
+                    started=float(started))
 
 
 def liveness(info: dict) -> str:

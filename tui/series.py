@@ -100,11 +100,6 @@ class MinMaxSeries:
             return None
         return min(b[LO] for b in self._buckets), max(b[HI] for b in self._buckets)
 
-    def points(self) -> list[tuple[float, float]]:
-        """Every point still held as itself (all of them until the first compaction)."""
-        return [(b[X0], b[FIRST]) for b in self._buckets] if self.per_bucket == 1 else [
-            (b[X1], b[LAST]) for b in self._buckets]
-
     def columns(self, width: int, x_min: float, x_max: float) -> list[Column | None]:
         """The series cut into `width` equal x slices over [x_min, x_max]; None where a slice is empty.
 

@@ -1,7 +1,8 @@
-"""Where the dashboard's data comes from: a live run, a saved run, or a script (tests).
+"""Where the dashboard's data comes from: a live run or a saved run.
 
 The app receives a `Source` and never builds one (memray's `TUIApp(reader)`):
-the command line picks live or replay, tests hand in a `ScriptedSource`. A
+the command line picks live or replay, tests hand in a scripted one
+(tests/helpers/tui.py). A
 source has one small surface:
 
 - `read(timeout)` -> a batch of items (events, connection changes, command
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scorch import events_log
+from scorch.errors import MessageError
 from scorch.telemetry.protocol import Event, Heartbeat, Log, RunEnded, RunStarted
 
 if TYPE_CHECKING:
@@ -87,12 +89,8 @@ class RunInfo:
 Item = Event | ConnectionChanged | CommandAck | RunInfo | HeartbeatSeen
 
 
-class SourceError(Exception):
+class SourceError(MessageError):
     """The source cannot be opened at all (not a run folder, bad endpoint); `message` is for the user."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class Source:
@@ -447,7 +445,7 @@ class WaitingSource(Source):
 
     The run counts as started once its run.json holds the run's config (the
     trainer writes it before the endpoints, and the live source waits for
-    those; events.jsonl may exist earlier still, so it proves nothing), or says
+    those; the event log may exist earlier still, so it proves nothing), or says
     the run ended. `open_source` builds the real source then (live, followed or
     replayed).
     """
@@ -498,64 +496,6 @@ class WaitingSource(Source):
     def close(self) -> None:
         if self._inner is not None:
             self._inner.close()
-
-
-# -- a script, for tests -----------------------------------------------------------------------
-
-
-class ScriptedSource(Source):
-    """A fake of the same surface: tests feed items and read back the commands sent.
-
-    Commands get `ack_status` (accepted by default) at once, like a run that answers.
-    """
-
-    def __init__(self, label: str = "scripted", commands_off: str = "", ack_status: str = "accepted",
-                 ack_reason: str = "") -> None:
-        super().__init__()
-        self.label = label
-        self.commands_off = commands_off
-        self.ack_status = ack_status
-        self.ack_reason = ack_reason
-        self.sent: list[tuple[str, bool]] = []  # every command that reached the "run"
-        self.delivered = 0  # items handed out by read(): tests wait until the app applied them all
-        self._items: queue.SimpleQueue[Item] = queue.SimpleQueue()
-        self.closed = False
-
-    def feed(self, *items: Item) -> None:
-        for item in items:
-            self._items.put(item)
-
-    def connection(self, state: str, detail: str = "") -> None:
-        self.feed(ConnectionChanged(state, detail))
-
-    @property
-    def unread(self) -> int:
-        return self._items.qsize()
-
-    def read(self, timeout: float) -> list[Item]:
-        items = super().read(timeout)
-        self.delivered += len(items)
-        return items
-
-    def _read(self, timeout: float) -> list[Item]:
-        items: list[Item] = []
-        try:
-            items.append(self._items.get(timeout=timeout) if timeout > 0 else self._items.get_nowait())
-        except queue.Empty:
-            return items
-        while len(items) < MAX_BATCH:
-            try:
-                items.append(self._items.get_nowait())
-            except queue.Empty:
-                break
-        return items
-
-    def _command(self, command: str, after_epoch: bool) -> CommandAck:
-        self.sent.append((command, after_epoch))
-        return CommandAck(command, self.ack_status, self.ack_reason, f"cmd{len(self.sent)}", after_epoch)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 # -- the thread between a source and the app ---------------------------------------------------

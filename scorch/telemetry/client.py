@@ -25,6 +25,7 @@ from collections import deque
 
 import zmq
 
+from scorch.errors import MessageError
 from scorch.telemetry.protocol import (
     HEARTBEAT,
     MAX_REQUEST_BYTES,
@@ -49,12 +50,8 @@ __all__ = ["ClientError", "RunClient", "Snapshot", "read_run_info", "read_token"
 REPLAY_PAGE = 2000  # events per replay request; the publisher caps it too
 
 
-class ClientError(Exception):
+class ClientError(MessageError):
     """The run could not be reached or answered nonsense; `message` is for the user."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class RunClient:

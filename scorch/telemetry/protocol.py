@@ -267,20 +267,7 @@ def from_dict(data: Any) -> Event | None:
     cls = EVENT_TYPES.get(kind)
     if cls is None:
         return None
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        if not _field_ok(value, str(f.type)):
-            raise ProtocolError(f"{kind}.{f.name}: expected {f.type}, got {type(value).__name__}")
-        if f.type == "float":
-            try:
-                value = float(value)
-            except OverflowError:  # an integer too large for a float
-                raise ProtocolError(f"{kind}.{f.name}: number out of range") from None
-        values[f.name] = value
-    return cls(**values)
+    return cls(**_known_fields(cls, data, kind))
 
 
 def decode(raw: bytes | str) -> Event | None:
@@ -499,16 +486,23 @@ class Heartbeat:
 
 
 def _known_fields(cls: type, data: Any, name: str) -> dict[str, Any]:
-    """The fields of dataclass `cls` found in `data`, each of its declared type; others are ignored."""
+    """The fields of dataclass `cls` found in `data`, each of its declared type (floats as floats); others are
+    ignored. One reading for events and wire messages alike."""
     if not isinstance(data, dict):
         raise ProtocolError(f"a {name} message is a JSON object, got {type(data).__name__}")
     values = {}
     for f in dataclasses.fields(cls):
-        if f.name in data:
-            value = data[f.name]
-            if not _field_ok(value, str(f.type)):
-                raise ProtocolError(f"{name}.{f.name}: expected {f.type}, got {type(value).__name__}")
-            values[f.name] = value
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if not _field_ok(value, str(f.type)):
+            raise ProtocolError(f"{name}.{f.name}: expected {f.type}, got {type(value).__name__}")
+        if f.type == "float":
+            try:
+                value = float(value)
+            except OverflowError:  # an integer too large for a float
+                raise ProtocolError(f"{name}.{f.name}: number out of range") from None
+        values[f.name] = value
     return values
 
 

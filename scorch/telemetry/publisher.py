@@ -44,7 +44,8 @@ import zmq
 from scorch import events_log
 from scorch.callbacks import Callback
 from scorch.errors import ScorchError
-from scorch.run_folder import RunFolder, atomic_write_text
+from scorch.fileio import atomic_write_text
+from scorch.run_folder import RunFolder
 from scorch.telemetry.control import Control
 from scorch.telemetry.protocol import (
     COMMANDS,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EXAMPLES, example_args, read_events, scorch_cmd, scorch_env, train
+from helpers.runs import EXAMPLES, example_args, read_events, scorch_cmd, scorch_env, train
 
 pytestmark = [
     pytest.mark.cuda,

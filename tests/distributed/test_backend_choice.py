@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_args, train
+from helpers.runs import tiny_args, train
 
 from scorch import dist
 from scorch.batches import EpochSampler

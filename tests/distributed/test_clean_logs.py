@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, scorch_env
+from helpers.runs import EXAMPLES, scorch_env
 
 pytestmark = pytest.mark.slow
 

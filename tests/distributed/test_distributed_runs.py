@@ -21,13 +21,14 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-from conftest import EXAMPLES, example_args, read_events, scorch_env, train
+from helpers.runs import EXAMPLES, example_args, read_events, scorch_env, train
 
 pytestmark = pytest.mark.slow
 
 MPIRUN, HOROVODRUN = shutil.which("mpirun"), shutil.which("horovodrun")
-if MPIRUN is None or importlib.util.find_spec("horovod") is None:
-    pytest.skip("needs OpenMPI's mpirun and Horovod: bash scripts/install-horovod.sh", allow_module_level=True)
+# The Horovod tests need both; the torchrun test needs neither, so it runs (and is not skipped) without them.
+needs_horovod = pytest.mark.skipif(MPIRUN is None or importlib.util.find_spec("horovod") is None,
+                                   reason="needs OpenMPI's mpirun and Horovod: bash scripts/install-horovod.sh")
 
 # 640 samples: 512 to train, a multiple of 32, so 2 ranks x 16 and 1 rank x 32 take the same steps
 # (an uneven set is padded with a few repeated samples so that every rank takes as many steps).
@@ -130,6 +131,7 @@ def two_ranks(tmp_path_factory) -> Path:
     return run_dir
 
 
+@needs_horovod
 def test_two_ranks_have_one_writer(two_ranks):
     # GIVEN a finished 2-rank run under mpirun
     # THEN there is one run folder, one event log numbered without gaps or repeats, one set of checkpoints
@@ -145,6 +147,7 @@ def test_two_ranks_have_one_writer(two_ranks):
     assert info["state"] == "completed"
 
 
+@needs_horovod
 def test_two_ranks_of_16_train_like_one_rank_of_32(two_ranks, one_rank):
     # GIVEN the same data in the same order: 2 ranks x batch 16 and 1 rank x batch 32
     two, one = weights(two_ranks / "checkpoints/last.pt"), weights(one_rank / "checkpoints/epoch-1.pt")
@@ -156,6 +159,7 @@ def test_two_ranks_of_16_train_like_one_rank_of_32(two_ranks, one_rank):
     assert two["metrics"]["loss"] == pytest.approx(one["metrics"]["loss"], rel=1e-5)
 
 
+@needs_horovod
 def test_resume_under_mpirun_continues_the_run(two_ranks, one_rank, tmp_path):
     # GIVEN the 1-epoch 2-rank run, copied
     run_dir = tmp_path / "run"
@@ -171,6 +175,7 @@ def test_resume_under_mpirun_continues_the_run(two_ranks, one_rank, tmp_path):
     assert len(started) == 2 and started[1]["resumed_from"].endswith("last.pt") and started[1]["world_size"] == 2
 
 
+@needs_horovod
 @pytest.mark.skipif(HOROVODRUN is None, reason="horovodrun not installed: bash scripts/install-horovod.sh")
 def test_early_stop_ends_every_rank_under_horovodrun(tmp_path):
     # GIVEN horovodrun --gloo with 2 ranks, and an early stop that no metric can escape
@@ -201,6 +206,7 @@ def test_torchrun_trains_like_one_rank(one_rank, tmp_path):
     assert max_difference(weights(one_rank / "checkpoints/epoch-1.pt"), weights(run_dir / "checkpoints/last.pt")) < 1e-4
 
 
+@needs_horovod
 def test_sigterm_to_one_rank_preempts_every_rank(tmp_path):
     # GIVEN a long 2-rank epoch under way
     run_dir = tmp_path / "run"
@@ -223,6 +229,7 @@ def test_sigterm_to_one_rank_preempts_every_rank(tmp_path):
     assert 0 < state["epoch_step"] < 2500 and state["step"] == ended["step"]
 
 
+@needs_horovod
 def test_a_killed_rank_ends_the_job_promptly(tmp_path):
     # GIVEN a long 2-rank epoch under way
     run_dir = tmp_path / "run"
@@ -259,6 +266,7 @@ class DataSetIndex(base.DataSetIndex):
 '''
 
 
+@needs_horovod
 def test_a_nan_on_one_rank_stops_every_rank_naming_it(tmp_path):
     # GIVEN a training sample that makes rank 1's loss NaN at step 2 (rank 0's only later, through the averaged gradient)
     dataset = tmp_path / "dataset.py"

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import example_args, read_events, scorch_env, train
+from helpers.runs import example_args, read_events, scorch_env, train
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +108,7 @@ def expected_valid_tokens() -> int:
 
 def test_two_ranks_streaming_equals_two_ranks_whole_set(tmp_path):
     # GIVEN the same 2-rank run validated over the whole set (gathered to rank 0) and streaming (summed states)
-    from conftest import EXAMPLES
+    from helpers.runs import EXAMPLES
     from test_streaming import STATE
 
     (tmp_path / "model.py").write_text((EXAMPLES / "two_inputs/model.py").read_text() + STATE)

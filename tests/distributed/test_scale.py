@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import EXAMPLES, example_args, read_events, scorch_env, train
+from helpers.runs import EXAMPLES, example_args, read_events, scorch_env, train
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import subprocess
 import textwrap
 
 import pytest
-from conftest import EXAMPLES, read_events, scorch_cmd, scorch_env
+from helpers.runs import EXAMPLES, read_events, scorch_cmd, scorch_env
 
 DATASET = textwrap.dedent('''
     import os

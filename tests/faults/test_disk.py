@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import read_events, tiny_args, train
-from fault_helpers import FAILING_SAVE, Job, assert_run_folder_whole, child_env, of_type, run_args, slow_model, temp_files
+from helpers.faults import FAILING_SAVE, Job, assert_run_folder_whole, child_env, of_type, run_args, slow_model, temp_files
+from helpers.runs import read_events, tiny_args, train
 
 from scorch import checkpoint as ckpt
 from scorch import events_log

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_helpers import Job, assert_run_folder_whole, child_env, fault_seed, of_type, run_args
+from helpers.faults import Job, assert_run_folder_whole, child_env, fault_seed, of_type, run_args
 
 from scorch.telemetry.client import read_run_info, read_token
 from scorch.telemetry.publisher import REFUSAL_EVENTS_PER_MINUTE

@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from fault_helpers import Job, assert_run_folder_whole, fault_seed, of_type, run_args, slow_model, temp_files, wait_until
+from helpers.faults import Job, assert_run_folder_whole, fault_seed, of_type, run_args, slow_model, temp_files, wait_until
 
 from scorch import events_log
 

@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from fault_helpers import EXAMPLES, Job, assert_run_folder_whole, child_env, of_type, run_args, wait_until
+from helpers.faults import EXAMPLES, Job, assert_run_folder_whole, child_env, of_type, run_args, wait_until
 
 pytestmark = [
     pytest.mark.slow,

@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from fault_helpers import (
+from helpers.faults import (
     Job,
     assert_run_folder_whole,
     child_env,

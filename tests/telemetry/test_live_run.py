@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import example_args, read_events, scorch_cmd, scorch_env, tiny_args, train
-from telemetry_helpers import as_dicts
+from helpers.runs import example_args, read_events, scorch_cmd, scorch_env, tiny_args, train
+from helpers.telemetry import as_dicts
 
 from scorch.telemetry.client import RunClient
 

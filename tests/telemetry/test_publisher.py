@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 import zmq
-from telemetry_helpers import SyntheticRun, as_dicts
+from helpers.telemetry import FakeRun, as_dicts
 
 from scorch import ctl
 from scorch.errors import ScorchError
@@ -23,7 +23,7 @@ from scorch.telemetry.publisher import StepHistory
 
 @pytest.fixture
 def run(tmp_path):
-    synthetic = SyntheticRun(tmp_path / "run")
+    synthetic = FakeRun(tmp_path / "run")
     yield synthetic
     synthetic.close()
 
@@ -112,12 +112,12 @@ def test_a_late_joiner_reconstructs_exactly_the_event_log(run, client):
 
 def test_a_resumed_run_shows_its_whole_history_and_is_live_again(tmp_path):
     # GIVEN a run that stopped after 20 steps, and a new process resuming it
-    first = SyntheticRun(tmp_path / "run")
+    first = FakeRun(tmp_path / "run")
     first.start()
     first.steps(20)
     first.emit(RunEnded(status="stopped"))
     first.close()
-    resumed = SyntheticRun(tmp_path / "run", resume=True)
+    resumed = FakeRun(tmp_path / "run", resume=True)
     client = resumed.client()
     try:
         resumed.start()
@@ -140,7 +140,7 @@ def test_a_resumed_run_shows_its_whole_history_and_is_live_again(tmp_path):
 
 def test_events_the_stream_dropped_are_filled_from_the_log(tmp_path):
     # GIVEN a publisher whose queue holds only 5 events, and a subscribed client
-    run = SyntheticRun(tmp_path / "run", queue_size=5)
+    run = FakeRun(tmp_path / "run", queue_size=5)
     client = run.client()
     try:
         client.subscribe()
@@ -237,7 +237,7 @@ def test_malformed_and_oversized_requests_get_an_error_not_a_crash(run, client):
 def test_unsafe_or_malformed_binds_are_refused_before_anything_is_written(tmp_path, bind, words):
     # WHEN the publisher is asked to listen beyond loopback without keys, or on a malformed address
     with pytest.raises(ScorchError) as err:
-        SyntheticRun(tmp_path / "run", bind=bind)
+        FakeRun(tmp_path / "run", bind=bind)
     # THEN the message names the fix, and no token or endpoint was written
     for word in words:
         assert word in err.value.message
@@ -253,7 +253,7 @@ def test_a_busy_port_is_a_clear_error(tmp_path):
         port = busy.getsockname()[1]
         # WHEN the publisher is told to use it
         with pytest.raises(ScorchError) as err:
-            SyntheticRun(tmp_path / "run", bind=f"127.0.0.1:{port}")
+            FakeRun(tmp_path / "run", bind=f"127.0.0.1:{port}")
     # THEN the message names --bind and the port
     assert f"--bind 127.0.0.1:{port}" in err.value.message and "in use" in err.value.message
 
@@ -262,7 +262,7 @@ def test_a_fixed_port_puts_control_on_the_next_one(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    run = SyntheticRun(tmp_path / "run", bind=f"127.0.0.1:{port}")
+    run = FakeRun(tmp_path / "run", bind=f"127.0.0.1:{port}")
     try:
         info = json.loads((tmp_path / "run" / "run.json").read_text())["telemetry"]
         assert info == {"publish": f"tcp://127.0.0.1:{port}", "control": f"tcp://127.0.0.1:{port + 1}"}
@@ -282,7 +282,7 @@ def test_curve_encrypts_both_sockets_and_plain_clients_get_nothing(tmp_path, cap
     keys = tmp_path / "keys"
     assert ctl.main(["keygen", str(keys)]) == 0
     assert os.stat(keys / "server.key_secret").st_mode & 0o777 == 0o600
-    run = SyntheticRun(tmp_path / "run", curve_keys=str(keys))
+    run = FakeRun(tmp_path / "run", curve_keys=str(keys))
     curve = run.client(timeout=3.0)
     plain = RunClient(run.publisher.control_endpoint, run.publisher.publish_endpoint, timeout=0.5)
     try:
@@ -309,7 +309,7 @@ def test_curve_with_listed_clients_admits_only_those(tmp_path, capsys):
     assert ctl.main(["keygen", str(keys)]) == 0
     os.makedirs(keys / "authorized_clients")
     shutil.copy(keys / "client.key", keys / "authorized_clients" / "client.key")
-    run = SyntheticRun(tmp_path / "run", curve_keys=str(keys))
+    run = FakeRun(tmp_path / "run", curve_keys=str(keys))
     listed = run.client(client_keys=ctl._client_keys(str(keys)))
     stranger = run.client(timeout=0.5)  # ad hoc keys, not listed
     try:
@@ -323,9 +323,10 @@ def test_curve_with_listed_clients_admits_only_those(tmp_path, capsys):
         run.close()
 
 
-def test_a_frozen_subscriber_neither_slows_the_emitter_nor_grows_memory(tmp_path):
+def test_frozen_subscribers_neither_hold_up_the_stream_nor_grow_memory(tmp_path):
     # GIVEN a publisher with one subscriber that never reads and one whose process is stopped
-    run = SyntheticRun(tmp_path / "run")
+    # (what an emit costs beside them is a bench figure: bench/telemetry.py, "frozen subscribers")
+    run = FakeRun(tmp_path / "run")
     frozen = zmq.Context.instance().socket(zmq.SUB)
     frozen.setsockopt(zmq.LINGER, 0)
     frozen.setsockopt(zmq.SUBSCRIBE, b"")
@@ -337,27 +338,18 @@ def test_a_frozen_subscriber_neither_slows_the_emitter_nor_grows_memory(tmp_path
     stopped = subprocess.Popen([sys.executable, "-c", (
         "import sys, time, zmq\n"
         "s = zmq.Context().socket(zmq.SUB); s.setsockopt(zmq.SUBSCRIBE, b''); s.setsockopt(zmq.RCVHWM, 10)\n"
-        f"s.connect({run.publisher.publish_endpoint!r}); print('ready', flush=True); time.sleep(60)\n")],
+        f"s.connect({run.publisher.publish_endpoint!r}); s.recv_multipart(); print('ready', flush=True); time.sleep(60)\n")],
         stdout=subprocess.PIPE)
     try:
-        assert stopped.stdout.readline() == b"ready\n"
-        time.sleep(0.3)
+        assert stopped.stdout.readline() == b"ready\n"  # its subscription is live: it got the welcome heartbeat
         os.kill(stopped.pid, 19)  # SIGSTOP
-
-        def emit_burst(count: int) -> float:
-            start = time.perf_counter()
-            for i in range(count):
-                run.emit(Step(step=i, loss=1.0, rate=float(i)))
-            return (time.perf_counter() - start) / count
-
-        # WHEN bursts of events are emitted without, then with, the frozen subscribers holding buffers
-        frozen.setsockopt(zmq.UNSUBSCRIBE, b"")
-        baseline = emit_burst(20_000)
-        frozen.setsockopt(zmq.SUBSCRIBE, b"")
-        time.sleep(0.1)
+        assert frozen.poll(30_000)  # the other one's too: the stream reaches it, and it will not read again
+        # WHEN a hundred thousand events are emitted while both hold their buffers full
         rss_before = psutil.Process().memory_info().rss
-        loaded = min(emit_burst(20_000) for _ in range(5))
-        run.wait_published(run.seq, timeout=30)
+        for i in range(100_000):
+            run.emit(Step(step=i, loss=1.0, rate=float(i)))
+        # THEN the publisher thread gets through all of them (a send that waited on a frozen peer would stop it here)
+        run.wait_published(run.seq, timeout=120)
         rss_after = psutil.Process().memory_info().rss
     finally:
         os.kill(stopped.pid, 18)  # SIGCONT, so that it can die
@@ -366,22 +358,25 @@ def test_a_frozen_subscriber_neither_slows_the_emitter_nor_grows_memory(tmp_path
         stopped.stdout.close()
         frozen.close()
         run.close()
-    # THEN an emit costs about the same (generous bound) and memory stays bounded by the high-water marks
-    assert loaded < 3 * baseline + 50e-6, (baseline, loaded)
+    # AND memory stays bounded by the high-water marks, not by what was sent
     assert rss_after - rss_before < 64 * 1024 * 1024
 
 
 def test_close_is_prompt_with_a_frozen_subscriber_and_queued_events(tmp_path):
-    run = SyntheticRun(tmp_path / "run")
+    run = FakeRun(tmp_path / "run")
     frozen = zmq.Context.instance().socket(zmq.SUB)
     frozen.setsockopt(zmq.LINGER, 0)
     frozen.setsockopt(zmq.SUBSCRIBE, b"")
     frozen.connect(run.publisher.publish_endpoint)
     try:
         run.steps(5000)
-        start = time.monotonic()
-        run.close()
-        assert time.monotonic() - start < 3.0
+        # WHEN the run closes with events queued and a subscriber that reads nothing
+        thread = run.publisher._thread
+        closing = threading.Thread(target=run.close)
+        closing.start()
+        closing.join(120)  # a hang fails here; how long close takes is bounded by FINAL_DRAIN_SECONDS, not asserted
+        # THEN it returned and the publisher's thread is gone (it does not wait for the frozen subscriber)
+        assert not closing.is_alive() and not thread.is_alive()
         run.close()  # twice is fine
     finally:
         frozen.close()
@@ -400,11 +395,14 @@ def test_a_request_flood_gets_a_bounded_share_of_the_cpu_and_valid_clients_are_s
         f"s.connect({run.publisher.control_endpoint!r})\n"
         "bodies = [b'{\"op\": \"hello\"}', b'\\xff' * 50, b'{\"op\": \"command\", \"command\": \"stop\", \"token\": \"x\"}']\n"
         "end = time.time() + 4\n"
+        "for b in bodies:\n"
+        "    s.send(b)\n"
+        "print('flooding', flush=True)\n"
         "while time.time() < end:\n"
         "    for b in bodies:\n"
-        "        s.send(b)\n")])
+        "        s.send(b)\n")], stdout=subprocess.PIPE)
     try:
-        time.sleep(1.0)
+        assert flooder.stdout.readline() == b"flooding\n"
         thread = next(t for t in psutil.Process().threads() if t.id == run.publisher._thread.native_id)
         cpu_before, wall_before = thread.user_time + thread.system_time, time.monotonic()
         # WHEN a valid client says hello in the middle of it
@@ -415,6 +413,7 @@ def test_a_request_flood_gets_a_bounded_share_of_the_cpu_and_valid_clients_are_s
     finally:
         flooder.kill()
         flooder.wait()
+        flooder.stdout.close()
     # THEN it is answered, and the publisher thread used a bounded share of a core (it rests 9x its busy time)
     assert snapshot.last_seq >= 101  # and up to 30 refusals a minute logged
     assert share < 0.3, share

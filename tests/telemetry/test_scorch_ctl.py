@@ -8,7 +8,7 @@ import socket
 import time
 
 import pytest
-from telemetry_helpers import SyntheticRun
+from helpers.telemetry import FakeRun
 
 from scorch import ctl
 from scorch.telemetry.protocol import EpochEnd, RunEnded
@@ -16,7 +16,7 @@ from scorch.telemetry.protocol import EpochEnd, RunEnded
 
 @pytest.fixture
 def run(tmp_path):
-    synthetic = SyntheticRun(tmp_path / "run")
+    synthetic = FakeRun(tmp_path / "run")
     synthetic.start(epochs=5)
     yield synthetic
     synthetic.close()

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tui_helpers import ROOT, train_args
+from helpers.tui import ROOT, train_args
 
 
 @pytest.hookimpl(tryfirst=True)

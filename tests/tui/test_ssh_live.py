@@ -1,6 +1,6 @@
 """--ssh against a real OpenSSH server on loopback: the tunnel heals, a resumed run is followed.
 
-The 'remote' run is a real publisher (FakeJob) on this machine; scorch-tui
+The 'remote' run is a real publisher (FakeRun) on this machine; scorch-tui
 reaches it only through `ssh -N -L ...` to a real sshd started by the test.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 import sshd
+from helpers.tui import FakeRun, ScriptedRun, read_until
 from scorch_tui.cli import ssh_plan
 from scorch_tui.sources import DEAD, LIVE, TUNNEL_LOST, CommandAck, ConnectionChanged, LiveSource
-from tui_helpers import FakeJob, ScriptedRun, read_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sshd.available(), reason="needs openssh-server and ssh")]
 
@@ -60,7 +60,7 @@ def tunnel_process(port: int) -> psutil.Process:
 
 def test_a_killed_tunnel_is_reopened_and_blamed_not_the_run(tmp_path: Path, server: sshd.Sshd):
     # GIVEN a run 'on the remote host', watched through a real ssh tunnel
-    job = FakeJob(tmp_path / "remote-run")
+    job = FakeRun(tmp_path / "remote-run")
     for event in ScriptedRun().through(1, 30):
         job.emit(event)
     plan = ssh_plan(server.destination, str(job.folder.path), server.options, None, False)
@@ -90,7 +90,7 @@ def test_a_killed_tunnel_is_reopened_and_blamed_not_the_run(tmp_path: Path, serv
 def test_a_run_resumed_on_new_ports_with_a_new_token_is_followed_through_ssh(tmp_path: Path, server: sshd.Sshd):
     # GIVEN a remote run watched through ssh
     run_dir = tmp_path / "remote-run"
-    job = FakeJob(run_dir)
+    job = FakeRun(run_dir)
     for event in ScriptedRun().through(1, 30):
         job.emit(event)
     plan = ssh_plan(server.destination, str(run_dir), server.options, None, False)
@@ -101,7 +101,7 @@ def test_a_run_resumed_on_new_ports_with_a_new_token_is_followed_through_ssh(tmp
         job.close()
         read_until(source, lambda items: any(c.state != LIVE for c in states(items)))
         old_token = (run_dir / ".token").read_text()
-        job = FakeJob(run_dir)  # a resumed job: its log numbers it on
+        job = FakeRun(run_dir)  # a resumed job: its log numbers it on
         assert (run_dir / ".token").read_text() != old_token
         # THEN the dashboard follows it, and commands carry the new token
         read_until(source, reached(LIVE))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tui_helpers import ROOT, train_args
+from helpers.tui import ROOT, train_args
 
 from scorch.events_log import read_events
 from scorch.telemetry.protocol import CheckpointSaved

@@ -9,16 +9,16 @@ import re
 import time
 
 import pytest
+from helpers.tui import ScriptedRun, ScriptedSource, settle
 from scorch_tui.app import ScorchApp
 from scorch_tui.runs import RunEntry
 from scorch_tui.screens.confirm_stop import ConfirmStop
 from scorch_tui.screens.help import HelpScreen
 from scorch_tui.screens.picker import PickerScreen
 from scorch_tui.screens.run_view import RunScreen
-from scorch_tui.sources import ConnectionChanged, ScriptedSource
+from scorch_tui.sources import ConnectionChanged
 from scorch_tui.widgets.chart_grid import ChartGrid
 from scorch_tui.widgets.progress_panel import ProgressPanel
-from tui_helpers import ScriptedRun, settle
 
 LIVE = ConnectionChanged("live", "tcp://127.0.0.1:5556")
 
@@ -232,8 +232,8 @@ async def test_tab_moves_between_panels_without_a_mouse():
         assert {"charts", "metrics", "ranks", "events"} <= set(seen)
 
 
-async def test_twenty_updates_a_second_redraw_at_most_ten_times_a_second(monkeypatch):
-    # GIVEN a counter on the progress panel's redraws
+async def test_events_never_redraw_the_panels_only_the_redraw_timer_does(monkeypatch):
+    # GIVEN a counter on the progress panel's redraws, and the screen's redraw timer (ten a second) paused
     draws = []
     original = ProgressPanel.show
     monkeypatch.setattr(ProgressPanel, "show", lambda self, model: (draws.append(1), original(self, model)))
@@ -242,17 +242,23 @@ async def test_twenty_updates_a_second_redraw_at_most_ten_times_a_second(monkeyp
     async with app.run_test(size=(80, 24)) as pilot:
         source.feed(LIVE, *run.started())
         await settle(pilot)
+        app.run_screen.redraw_timer.pause()
         draws.clear()
-        # WHEN step events come 20 a second for 1.5 seconds
-        start = time.monotonic()
+        # WHEN thirty step events arrive, each in its own batch
         for step in run.steps_of(0, 30, every=1):
             source.feed(step)
-            await asyncio.sleep(0.05)
-        elapsed = time.monotonic() - start
-        await settle(pilot)
-        # THEN every event was taken in, but the panel redrew at most ~10 times a second
-        assert app.run_screen.model.step == 30
-        assert len(draws) <= elapsed * 10 + 3
+            await settle(pilot, redraw=False)
+        # THEN every event was taken in, and none of them redrew the panel: at any event rate, the panels
+        # redraw only on the timer's ticks, at most ten a second
+        assert app.run_screen.model.step == 30 and draws == []
+        # AND the next tick draws them all at once
+        app.run_screen.redraw_timer.resume()
+        deadline = time.monotonic() + 30
+        while not draws:
+            assert time.monotonic() < deadline, "the redraw timer did not tick"
+            await asyncio.sleep(0.02)
+        await pilot.pause()
+        assert len(draws) == 1 and "30/100" in app.export_text()
 
 
 def write_run(folder, name: str, events, state: str, pid: int) -> str:

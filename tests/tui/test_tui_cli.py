@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.tui import FakeRun, ScriptedRun
 from scorch_tui import ssh as ssh_module
 from scorch_tui.cli import Plan, endpoint_source, run_dir_source, ssh_plan, tui_main
 from scorch_tui.sources import DEAD, FOLLOWING, LIVE, CommandAck, ConnectionChanged, LiveSource, ReplaySource, SourceError
 from scorch_tui.ssh import Ssh, parse_endpoint, remote_path
-from tui_helpers import FakeJob, ScriptedRun
 
 from scorch.errors import ScorchError
 from scorch.telemetry.protocol import RunStarted
@@ -23,18 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 FAKE_SSH = Path(__file__).with_name("fake_ssh.py")
 
 
-def test_help_answers_in_under_half_a_second():
-    # GIVEN a fresh interpreter each time (what a user's shell starts)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "scorch_tui", "--help"], capture_output=True, text=True, cwd=ROOT)
-        times.append(time.perf_counter() - start)
-        assert done.returncode == 0
-    # THEN it prints the usage with the keys and the ways in, fast (the best of three, to ignore a busy machine)
+def test_help_prints_the_usage_with_the_keys_and_the_ways_in():
+    # GIVEN a fresh interpreter (what a user's shell starts)
+    done = subprocess.run([sys.executable, "-m", "scorch_tui", "--help"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    # THEN it prints the usage with the keys and the ways in. It is fast because that path imports neither
+    # Textual nor torch (the next test); a wall-clock bound here would fail on a loaded machine, not on a slow --help.
+    assert done.returncode == 0
     assert "RUN_DIR | RUNS_FOLDER | tcp://HOST:PORT" in done.stdout and "--ssh" in done.stdout
     assert "c checkpoint" in done.stdout and "q quit (the job goes on)" in done.stdout
-    assert min(times) < 0.5, times
 
 
 def test_the_command_line_path_leaves_textual_and_torch_unimported():
@@ -149,7 +146,7 @@ def test_an_endpoint_is_the_bind_address_stream_on_port_control_on_the_next(tmp_
     for _ in range(20):
         port = ssh_module.free_port()
         try:
-            job = FakeJob(tmp_path / f"run-{port}", bind=f"127.0.0.1:{port}")
+            job = FakeRun(tmp_path / f"run-{port}", bind=f"127.0.0.1:{port}")
             break
         except ScorchError:  # PORT+1 was taken: try another pair
             continue
@@ -200,7 +197,7 @@ def fake_ssh(monkeypatch):
 @pytest.mark.slow
 def test_ssh_tunnels_to_a_live_run_and_commands_go_through(tmp_path, fake_ssh):
     # GIVEN a job running 'on the remote host' with its ports on that host's loopback
-    job = FakeJob(tmp_path / "remote-run")
+    job = FakeRun(tmp_path / "remote-run")
     for event in ScriptedRun().through(1, 30):
         job.emit(event)
     plan = Plan()

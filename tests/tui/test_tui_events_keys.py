@@ -3,11 +3,11 @@ ctrl+c quits; the palette offers only what applies."""
 
 from __future__ import annotations
 
+from helpers.tui import ScriptedRun, ScriptedSource, settle, until
 from scorch_tui.app import ScorchApp
-from scorch_tui.sources import LIVE, ConnectionChanged, ScriptedSource
+from scorch_tui.sources import LIVE, ConnectionChanged
 from scorch_tui.widgets.event_log import EventLog
 from textual.command import CommandPalette
-from tui_helpers import ScriptedRun, settle, until
 
 
 def events_text(app: ScorchApp) -> list[str]:

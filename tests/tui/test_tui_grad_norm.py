@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from helpers.tui import ScriptedRun, ScriptedSource, settle
 from scorch_tui.app import ScorchApp
-from scorch_tui.sources import ConnectionChanged, ScriptedSource
-from tui_helpers import ScriptedRun, settle
+from scorch_tui.sources import ConnectionChanged
 
 from scorch.telemetry.protocol import Step
 

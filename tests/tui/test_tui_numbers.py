@@ -4,10 +4,10 @@ slower, a pending stop shown, a silent rank named."""
 from __future__ import annotations
 
 import pytest
+from helpers.tui import BATCH, WORLD, ScriptedRun, ScriptedSource, settle
 from scorch_tui.app import ScorchApp
 from scorch_tui.model import STALLED, RunModel
-from scorch_tui.sources import LIVE, ConnectionChanged, HeartbeatSeen, ScriptedSource
-from tui_helpers import BATCH, WORLD, ScriptedRun, settle
+from scorch_tui.sources import LIVE, ConnectionChanged, HeartbeatSeen
 
 from scorch.telemetry.protocol import Command, Step, System
 

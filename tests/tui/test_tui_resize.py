@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from helpers.tui import ScriptedRun, ScriptedSource, settle, until
 from scorch_tui.app import ScorchApp
-from scorch_tui.sources import ConnectionChanged, ScriptedSource
-from tui_helpers import ScriptedRun, settle, until
+from scorch_tui.sources import ConnectionChanged
 
 
 def finished_replay() -> tuple[ScorchApp, ScriptedSource]:

@@ -7,10 +7,10 @@ and refresh them with `pytest tests/tui/test_tui_snapshots.py --snapshot-update`
 
 from __future__ import annotations
 
+from helpers.tui import ScriptedRun, ScriptedSource, settle
 from scorch_tui.app import ScorchApp
 from scorch_tui.runs import RunEntry
-from scorch_tui.sources import ConnectionChanged, HeartbeatSeen, ScriptedSource
-from tui_helpers import ScriptedRun, settle
+from scorch_tui.sources import ConnectionChanged, HeartbeatSeen
 
 LIVE = ConnectionChanged("live", "tcp://127.0.0.1:5556")
 
@@ -76,10 +76,10 @@ def test_finished_run_at_80x24(snap_compare):
 
 def test_run_picker_at_80x24(snap_compare):
     entries = [
-        RunEntry("/runs/b", "20240102-093000-resnet", "running", "live", 5, 10, "main 0.62 @4", 2.0, True),
-        RunEntry("/runs/a", "20240101-120000-resnet", "early_stopped", "finished", 6, 10, "main 0.7 @5", 1.0, True),
-        RunEntry("/runs/c", "20231231-180000-mlp", "failed", "finished", 1, 30, "", 0.5, True),
-        RunEntry("/runs/d", "20231230-080000-mlp", "running", "dead", 3, 30, "main 0.31 @3", 0.2, False,
+        RunEntry("/runs/b", "20240102-093000-resnet", "running", "live", 5, 10, "main 0.62 @4", 2.0),
+        RunEntry("/runs/a", "20240101-120000-resnet", "early_stopped", "finished", 6, 10, "main 0.7 @5", 1.0),
+        RunEntry("/runs/c", "20231231-180000-mlp", "failed", "finished", 1, 30, "", 0.5),
+        RunEntry("/runs/d", "20231230-080000-mlp", "running", "dead", 3, 30, "main 0.31 @3", 0.2,
                  "process 4242 is gone (killed or crashed)"),
     ]
     app = ScorchApp(runs_folder="runs", lister=lambda folder: entries, refresh_list=False)

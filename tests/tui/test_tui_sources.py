@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.tui import FakeRun, ScriptedRun, ScriptedSource
 from scorch_tui.sources import (
     ENDED,
     ERROR,
@@ -21,11 +22,9 @@ from scorch_tui.sources import (
     LiveSource,
     ReplaySource,
     RunInfo,
-    ScriptedSource,
     SourceError,
     SourceReader,
 )
-from tui_helpers import FakeJob, ScriptedRun
 
 from scorch.events_log import read_events
 from scorch.telemetry.protocol import Event, Log, RunEnded, RunStarted, Step
@@ -205,12 +204,12 @@ def test_a_snapshot_of_an_ended_run_ends_the_connection():
 
 @pytest.fixture
 def job(tmp_path: Path):
-    job = FakeJob(tmp_path / "run")
+    job = FakeRun(tmp_path / "run")
     yield job
     job.close()
 
 
-def test_live_source_sees_history_then_the_stream_and_sends_commands(job: FakeJob):
+def test_live_source_sees_history_then_the_stream_and_sends_commands(job: FakeRun):
     # GIVEN a job that has already trained a while
     script = ScriptedRun()
     for event in script.through(1, 30):
@@ -240,7 +239,7 @@ def test_live_source_sees_history_then_the_stream_and_sends_commands(job: FakeJo
         source.close()
 
 
-def test_without_the_token_the_live_source_is_read_only(job: FakeJob):
+def test_without_the_token_the_live_source_is_read_only(job: FakeRun):
     os.unlink(job.folder.token_path)
     source = LiveSource.from_run_dir(job.folder.path)
     try:
@@ -251,7 +250,7 @@ def test_without_the_token_the_live_source_is_read_only(job: FakeJob):
 
 def test_live_source_reconnects_when_the_job_comes_back_on_new_ports(tmp_path: Path):
     # GIVEN a dashboard watching a job
-    job = FakeJob(tmp_path / "run")
+    job = FakeRun(tmp_path / "run")
     script = ScriptedRun()
     for event in script.through(1, 30):
         job.emit(event)
@@ -266,7 +265,7 @@ def test_live_source_reconnects_when_the_job_comes_back_on_new_ports(tmp_path: P
         # THEN the source says it is reconnecting
         assert RECONNECTING in states_in(items)
         # WHEN the job resumes (new ports in run.json) and goes on
-        job = FakeJob(tmp_path / "run")
+        job = FakeRun(tmp_path / "run")
         job.emit(Step(epoch=1, step=150, epoch_step=50, steps_in_epoch=100, loss=0.4))
         items = drain(source, until=lambda items: any(isinstance(e, Step) and e.step == 150 for e in items), timeout=15)
         # THEN it is live again and picks up where it was, without repeating history

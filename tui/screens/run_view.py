@@ -60,7 +60,7 @@ class RunScreen(Screen):
     def on_mount(self) -> None:
         self.redraw(force=True)
         self.reader.start()
-        self.set_interval(REDRAW_SECONDS, self.redraw)
+        self.redraw_timer = self.set_interval(REDRAW_SECONDS, self.redraw)  # the only redraws after this one
 
     def on_unmount(self) -> None:
         self.reader.stop()

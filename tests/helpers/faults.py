@@ -19,8 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import EXAMPLES, scorch_env
-
+from helpers.runs import EXAMPLES, read_events, scorch_env, wait_until  # noqa: F401 (wait_until: the fault tests take it from here)
 from scorch import checkpoint as ckpt
 from scorch import events_log
 
@@ -213,18 +212,8 @@ class Job:
 
 
 def events_of(run_dir: Path) -> list[dict]:
-    """Every whole line of events.jsonl as a dict (a line being written is skipped)."""
-    try:
-        data = (run_dir / "events.jsonl").read_bytes()
-    except OSError:
-        return []
-    events = []
-    for line in data.split(b"\n")[:-1]:  # the part after the last newline is still being written
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pass
-    return events
+    """Every whole line of the run's event log as a dict (a line being written is not one yet)."""
+    return read_events(run_dir)
 
 
 def of_type(events: list[dict], kind: str, **fields: Any) -> list[dict]:
@@ -234,17 +223,6 @@ def of_type(events: list[dict], kind: str, **fields: Any) -> list[dict]:
 def temp_files(run_dir: Path) -> list[str]:
     """Checkpoint writes in progress (or abandoned by a kill): atomic_save's temporary files."""
     return glob.glob(str(run_dir / "checkpoints" / ".*.tmp"))
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def assert_run_folder_whole(run_dir: Path) -> dict[str, dict]:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpers.runs import read_events
 from scorch import events_log
 from scorch.emitter import Emitter
 from scorch.run_folder import RunFolder
@@ -17,17 +18,20 @@ from scorch.telemetry.protocol import Event, RunStarted, Step
 from scorch.telemetry.publisher import History, Publisher
 
 
-class SyntheticRun:
-    """A run folder, events.jsonl and a Publisher, numbered by the trainer's own Emitter (thread-safe)."""
+class FakeRun:
+    """The parts of a trainer the telemetry needs, with no training behind them: a run folder, its event log
+    and a real Publisher, numbered by the trainer's own Emitter (thread-safe). A folder that already holds
+    a run is a resumed one: its log is read once by the writer, for the numbering and the late joiner's
+    history, as the trainer does. `publisher_args` go to Publisher (bind, curve_keys, queue_size, progress)."""
 
-    def __init__(self, path: Path, resume: bool = False, **publisher_args: Any) -> None:
+    def __init__(self, path: Path, resume: bool = True, **publisher_args: Any) -> None:
         self.folder = RunFolder(str(path))
         self.folder.create(reuse=resume)
-        self.folder.write_info(name=path.name, state="running", pid=os.getpid())
+        self.folder.write_info(name=path.name, state="running", pid=os.getpid(), hosts=[os.uname().nodename])
         self.control = Control()
-        history = History()  # a resumed run: what its log holds, read once by the writer, as the trainer does
+        history = History()
         log = events_log.Writer(self.folder.events_path, visit=history.add_line)
-        self.emitter = Emitter([log], seq=log.last_seq)  # a resumed run numbers on
+        self.emitter = Emitter([log], seq=log.last_seq)
         self.publisher = Publisher(self.folder, self.control, self.emit, history=history, **publisher_args)
         self.emitter.callbacks.append(self.publisher)
 
@@ -49,8 +53,7 @@ class SyntheticRun:
         return RunClient.from_run_dir(self.folder.path, **kwargs)
 
     def logged(self) -> list[dict]:
-        with open(self.folder.events_path) as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        return read_events(Path(self.folder.path))
 
     def wait_published(self, seq: int, timeout: float = 5.0) -> None:
         """Until the publisher thread has handled event `seq` (its snapshot covers it)."""

@@ -7,16 +7,16 @@ so the screen (elapsed time, ETA, event times) is the same on every machine.
 from __future__ import annotations
 
 import asyncio
-import os
+import queue
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from scorch import events_log
-from scorch.emitter import Emitter
-from scorch.run_folder import RunFolder
-from scorch.telemetry.control import Control
+from scorch_tui.sources import MAX_BATCH, CommandAck, ConnectionChanged, Item, Source
+
+from helpers.runs import ROOT
+from helpers.telemetry import FakeRun  # noqa: F401 (the dashboard tests take it from here)
 from scorch.telemetry.protocol import (
     CheckpointSaved,
     Command,
@@ -28,9 +28,7 @@ from scorch.telemetry.protocol import (
     Step,
     System,
 )
-from scorch.telemetry.publisher import History, Publisher
 
-ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "examples" / "digits"
 
 
@@ -123,8 +121,8 @@ class ScriptedRun:
         return self.now + 1.0
 
 
-async def settle(pilot, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    """Wait until the app applied everything the scripted source handed out, then redraw at once."""
+async def settle(pilot, timeout: float = 30.0, redraw: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the app applied everything the scripted source handed out, then (`redraw`) redraw at once."""
     from scorch_tui.screens.run_view import RunScreen
 
     app = pilot.app
@@ -141,8 +139,9 @@ async def settle(pilot, timeout: float = 5.0) -> None:  # type: ignore[no-untype
         raise AssertionError("the app did not take in the scripted items in time")
     screen = app.run_screen
     assert isinstance(screen, RunScreen)
-    screen.redraw(force=True)
-    await pilot.pause()
+    if redraw:
+        screen.redraw(force=True)
+        await pilot.pause()
 
 
 def read_until(source, want, timeout: float = 30.0) -> list:  # type: ignore[no-untyped-def]
@@ -168,26 +167,56 @@ def items_of(*groups: list[Event]) -> Iterator[Event]:
         yield from group
 
 
-class FakeJob:
-    """The parts of a trainer the publisher needs: the trainer's Emitter into events.jsonl and the stream."""
+class ScriptedSource(Source):
+    """A fake of the same surface: tests feed items and read back the commands sent.
 
-    def __init__(self, run_dir: Path, bind: str = "127.0.0.1:0", progress=None) -> None:  # type: ignore[no-untyped-def]
-        self.folder = RunFolder(str(run_dir))
-        self.folder.create(reuse=True)
-        self.folder.write_info(name=run_dir.name, state="running", pid=os.getpid(), hosts=[os.uname().nodename])
-        self.control = Control()
-        history = History()  # a job that comes back: what its log holds, read once by the writer, as the trainer does
-        log = events_log.Writer(self.folder.events_path, visit=history.add_line)
-        self.emitter = Emitter([log], seq=log.last_seq)
-        self.publisher = Publisher(self.folder, self.control, self.emit, bind=bind, progress=progress, history=history)
-        self.emitter.callbacks.append(self.publisher)
+    Commands get `ack_status` (accepted by default) at once, like a run that answers.
+    """
+
+    def __init__(self, label: str = "scripted", commands_off: str = "", ack_status: str = "accepted",
+                 ack_reason: str = "") -> None:
+        super().__init__()
+        self.label = label
+        self.commands_off = commands_off
+        self.ack_status = ack_status
+        self.ack_reason = ack_reason
+        self.sent: list[tuple[str, bool]] = []  # every command that reached the "run"
+        self.delivered = 0  # items handed out by read(): tests wait until the app applied them all
+        self._items: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.closed = False
+
+    def feed(self, *items: Item) -> None:
+        for item in items:
+            self._items.put(item)
+
+    def connection(self, state: str, detail: str = "") -> None:
+        self.feed(ConnectionChanged(state, detail))
 
     @property
-    def seq(self) -> int:
-        return self.emitter.seq
+    def unread(self) -> int:
+        return self._items.qsize()
 
-    def emit(self, event: Event) -> None:
-        self.emitter.emit(event)
+    def read(self, timeout: float) -> list[Item]:
+        items = super().read(timeout)
+        self.delivered += len(items)
+        return items
+
+    def _read(self, timeout: float) -> list[Item]:
+        items: list[Item] = []
+        try:
+            items.append(self._items.get(timeout=timeout) if timeout > 0 else self._items.get_nowait())
+        except queue.Empty:
+            return items
+        while len(items) < MAX_BATCH:
+            try:
+                items.append(self._items.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _command(self, command: str, after_epoch: bool) -> CommandAck:
+        self.sent.append((command, after_epoch))
+        return CommandAck(command, self.ack_status, self.ack_reason, f"cmd{len(self.sent)}", after_epoch)
 
     def close(self) -> None:
-        self.emitter.close()
+        self.closed = True

@@ -11,9 +11,10 @@ import os
 from typing import Any
 
 from scorch.errors import ScorchError
-from scorch.fileio import Pending, atomic_link, atomic_write, write_error  # noqa: F401 (Pending, atomic_link, atomic_write: their old home)
+from scorch.fileio import Pending, _digest_fd, atomic_link, atomic_write, digest_path, read_digests, write_error  # noqa: F401 (Pending, atomic_link, atomic_write: their old home)
 
 LAST = "last.pt"
+PREV = "prev.pt"  # the last.pt before the newest: its own file, so one damaged inode never takes every copy
 BEST = "best.pt"
 MODE = 0o644  # like run.json and the event log (a temporary file would be 0600): the run's secret is .token
 
@@ -28,7 +29,7 @@ def start_save(obj: Any, path: str) -> Pending:
     import torch
 
     try:
-        return Pending(path, lambda fh: torch.save(obj, fh), MODE)
+        return Pending(path, lambda fh: torch.save(obj, fh), MODE, digest=True)
     except RuntimeError as exc:
         cause = _os_error(exc)
         if cause is not None:
@@ -53,6 +54,7 @@ def load(path: str, map_location: str = "cpu") -> dict:
 
     if not os.path.isfile(path):
         raise ScorchError(f"checkpoint {path}: no such file")
+    verify(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
@@ -88,6 +90,73 @@ def _never_saved(folder: str) -> str:
     except (OSError, ValueError, KeyError, TypeError, ScorchError):
         pass  # no run.json, or not one of ours: the general advice
     return f"no checkpoints/{LAST} in that run folder: the run ended before its first checkpoint, so there is nothing to resume; {how}"
+
+
+def remove(path: str) -> None:
+    """Delete a checkpoint and its digest."""
+    for name in (path, digest_path(path)):
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+def verify(path: str) -> None:
+    """Refuse (ScorchError, naming the file) a checkpoint whose bytes are not the ones written."""
+    digests = read_digests(path)
+    if digests:
+        with open(path, "rb") as fh:
+            actual = _digest_fd(fh.fileno())
+        if actual not in digests:
+            raise ScorchError(f"checkpoint {path} is damaged: its sha256 is not the one recorded in "
+                              f"{os.path.basename(digest_path(path))} when it was written (a disk, copy or memory "
+                              "fault changed it); it is refused")
+        return
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # a legacy (pre-zip) torch file: torch.load is all the check there is
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        bad = f"its zip structure ({exc})"
+    if bad is not None:
+        raise ScorchError(f"checkpoint {path} is damaged: the CRC of {bad} does not match (it has no "
+                          f"{os.path.basename(digest_path(path))} to check against); it is refused")
+
+
+def resume_candidates(folder: str) -> list[str]:
+    """A run folder's checkpoints, newest first: the order --resume tries them in."""
+    names = [LAST, PREV]
+    kept = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.startswith("epoch-") and name.endswith(".pt") and name[6:-3].isdigit():
+            kept.append((int(name[6:-3]), name))
+    names += [name for _, name in sorted(kept, reverse=True)] + [BEST]
+    paths = [os.path.join(folder, name) for name in names if os.path.isfile(os.path.join(folder, name))]
+    order = {path: i for i, path in enumerate(paths)}
+    return sorted(paths, key=lambda p: (-os.stat(p).st_mtime_ns, order[p]))  # a mid-epoch last.pt is newest
+
+
+def load_for_resume(target: str) -> tuple[str, dict, list[tuple[str, str]]]:
+    """What --resume names: (path, checkpoint, skipped). A run folder's newest intact checkpoint, with the
+    (path, why) of each newer one that was damaged or unreadable; a file named outright, or nothing."""
+    if not os.path.isdir(target):
+        if not os.path.isfile(target):
+            raise ScorchError(f"--resume {target}: no such run folder or checkpoint file")
+        return target, load(target), []
+    candidates = resume_candidates(os.path.join(target, "checkpoints"))
+    if not candidates:
+        raise ScorchError(f"--resume {target}: {_never_saved(target)}", everywhere=True)
+    skipped = []
+    for path in candidates:
+        try:
+            return path, load(path), skipped
+        except ScorchError as exc:
+            skipped.append((path, exc.message))
+    raise ScorchError(f"--resume {target}: no intact checkpoint to resume from: "
+                      + "; ".join(why for _, why in skipped))
 
 
 def describe_write_error(exc: OSError, path: str) -> str:
@@ -126,4 +195,4 @@ class CheckpointPolicy:
                 except ValueError:
                     continue
                 if n <= old:
-                    os.unlink(os.path.join(self.folder, name))
+                    remove(os.path.join(self.folder, name))

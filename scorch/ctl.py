@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from scorch.errors import ScorchError
+from scorch.run_folder import liveness
 from scorch.telemetry.client import ClientError, RunClient, read_run_info, read_token
 from scorch.telemetry.protocol import Command, EpochEnd, RunEnded, Step, System
 
@@ -107,7 +108,12 @@ def status(args: argparse.Namespace) -> int:
     report["telemetry"] = info.get("telemetry")
     report["live"] = None
     code = EXIT_OK
-    if info.get("state") == "running" and isinstance(info.get("telemetry"), dict):
+    alive = liveness(args.run_dir, info)
+    if alive.state == "dead":  # run.json still says running: the truth is that nothing runs it
+        report["state"], report["reason"] = "dead", alive.reason
+    if alive.lease:
+        report["holder"] = {key: alive.lease.get(key) for key in ("host", "pid", "started", "renewed")}
+    if alive.state == "live" and info.get("state") == "running" and isinstance(info.get("telemetry"), dict):
         client = _client(args, token=None)
         try:
             snapshot = client.hello()
@@ -149,6 +155,10 @@ def send(args: argparse.Namespace) -> int:
     """checkpoint/stop: refuse locally what cannot work, send it, and report the ack."""
     info = _info(args.run_dir)
     state = info.get("state")
+    alive = liveness(args.run_dir, info)
+    if alive.state == "dead":
+        raise ScorchError(f"the run in {args.run_dir} is dead: {alive.reason}; there is nothing to {args.action} "
+                          f"(continue it with scorch-train --resume {args.run_dir})", EXIT_ENDED)
     if state != "running":
         raise ScorchError(f"the run in {args.run_dir} has ended (state: {state}); there is nothing to {args.action}", EXIT_ENDED)
     token = args.token if args.token is not None else read_token(args.run_dir)

@@ -6,6 +6,7 @@ No torch here: run.json, .token and checkpoints are all written through `atomic_
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -28,8 +29,9 @@ class Pending:
     rename over `path`, fsync the folder), so it can run off the training thread; a crash before it, or a
     failure anywhere, leaves the old `path` as it was and no temporary file behind a live process."""
 
-    def __init__(self, path: str, write: Callable[[BinaryIO], Any], mode: int | None = None) -> None:
+    def __init__(self, path: str, write: Callable[[BinaryIO], Any], mode: int | None = None, digest: bool = False) -> None:
         self.path = path
+        self.digest = digest  # a checkpoint: NAME.sha256 beside it
         self.folder = os.path.dirname(os.path.abspath(path))
         fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=self.folder)
         self.file: BinaryIO | None = None
@@ -45,16 +47,22 @@ class Pending:
             self.discard()
             raise
 
-    def commit(self) -> None:
+    def commit(self, previous: str | None = None) -> None:
+        """Make the checkpoint durable and put it in place, with its digest; `previous`: first keep
+        the file `path` names now under that name (last.pt -> prev.pt)."""
         assert self.file is not None  # set by __init__, which raises otherwise
         try:
             with self.file:
+                self.file.flush()
+                # Read back off the loop (commit runs on the background thread), from the page cache.
+                digests = [_digest_fd(self.file.fileno())] if self.digest else []
                 os.fsync(self.file.fileno())
-            os.replace(self.tmp, self.path)
+            if previous is not None and os.path.exists(self.path):
+                atomic_link(self.path, previous)
+            _install(self.tmp, self.path, digests)
         except BaseException:
             self.discard()
             raise
-        fsync_folder(self.folder)
 
     def discard(self) -> None:
         try:
@@ -86,25 +94,71 @@ def fsync_folder(folder: str) -> None:
 
 
 def atomic_link(source: str, path: str) -> None:
-    """Make `path` a second name of the checkpoint `source` just written, as atomically as `atomic_write`.
+    """Make `path` a second name of the checkpoint `source` just written, as atomically as `atomic_write`,
+    with its digest.
 
     A hard link costs no time and no disk space; where the file system has none, a copy. Both names
     stay the same checkpoint: `atomic_write` never changes a file in place, it replaces the name.
     """
     folder = os.path.dirname(os.path.abspath(path))
+    digests = read_digests(source)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     try:
         os.link(source, tmp)
     except OSError:
         with open(source, "rb") as src:
-            atomic_write(path, lambda fh: shutil.copyfileobj(src, fh), os.stat(source).st_mode & 0o777)
+            pending = Pending(path, lambda fh: shutil.copyfileobj(src, fh), 0o644, digest=bool(digests))
+        pending.commit()
         return
     try:
-        os.replace(tmp, path)
+        _install(tmp, path, digests)
     finally:
         if os.path.lexists(tmp):  # rename does nothing when both names are already the one file
             os.unlink(tmp)
-    fsync_folder(folder)
+
+
+def _install(tmp: str, path: str, digests: list[str]) -> None:
+    """Rename `tmp` over `path` so that its digest file matches at every instant: before the rename it
+    lists the new digests and the old, after it the new ones alone."""
+    if digests:
+        _write_digests(path, digests + [d for d in read_digests(path) if d not in digests])
+    os.replace(tmp, path)
+    fsync_folder(os.path.dirname(os.path.abspath(path)))
+    if digests:
+        _write_digests(path, digests)
+
+
+DIGEST = ".sha256"  # beside each checkpoint NAME: NAME.sha256, in the format of sha256sum
+
+
+def digest_path(path: str) -> str:
+    return path + DIGEST
+
+
+def read_digests(path: str) -> list[str]:
+    """The sha256 digests recorded for checkpoint `path` (one, or two while it is being replaced)."""
+    try:
+        with open(digest_path(path), "rb") as fh:
+            text = fh.read(4096).decode("ascii", "replace")
+    except OSError:
+        return []
+    found = [line.split()[0].lower() for line in text.splitlines() if line.split()]
+    return [d for d in found if len(d) == 64 and all(c in "0123456789abcdef" for c in d)]
+
+
+def _write_digests(path: str, digests: list[str]) -> None:
+    name = os.path.basename(path)
+    text = "".join(f"{d}  {name}\n" for d in digests)
+    atomic_write(digest_path(path), lambda fh: fh.write(text.encode()), 0o644)
+
+
+def _digest_fd(fd: int) -> str:
+    sha = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        sha.update(chunk)  # releases the GIL: the training thread runs meanwhile
+        offset += len(chunk)
+    return sha.hexdigest()
 
 
 def atomic_write_text(path: str, text: str, mode: int = 0o644) -> None:

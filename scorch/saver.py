@@ -66,7 +66,8 @@ class Saver:
     def _finish(self, pending: ckpt.Pending, reason: str, links: Names, epoch: int, step: int) -> None:
         assert self.folder is not None  # save() returns early without one
         try:
-            pending.commit()
+            # last.pt's predecessor stays, as prev.pt: an older checkpoint that is its own file
+            pending.commit(previous=os.path.join(self.folder, ckpt.PREV) if os.path.basename(pending.path) == ckpt.LAST else None)
         except OSError as exc:
             for path in [pending.path] + [os.path.join(self.folder, name) for name, _ in links]:
                 self._failed(exc, path)

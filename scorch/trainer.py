@@ -644,6 +644,8 @@ class Trainer:
             return
         self.saver.close()
         self.agreement.close()
+        if self.run is not None:
+            self.run.release()  # after the last write: the folder is free for a resume
 
     def end(self, status: str, reason: str, wait: float = -1) -> None:
         self.agreement.close_rank_channel()
@@ -651,6 +653,8 @@ class Trainer:
             self.settle_saves(None if wait < 0 else wait)
         except Exception as exc:  # the run already ends for another reason; this one is told, not raised
             self.log(exc.message if isinstance(exc, ScorchError) else f"checkpoint: {type(exc).__name__}: {exc}", level="error")
+        if self.run is not None:
+            self.run.free_reserve()  # a full disk still takes run.json's end state
         self.emit(RunEnded(status=status, reason=reason, epoch=self.state.epoch, step=self.state.step), wait=wait)
         if self.run is not None and self.dist.is_global_zero:
             try:
@@ -712,9 +716,10 @@ def resume_config(config: TrainConfig, explicit: set[str], engine: Any = None) -
     if not config.resume:
         return config, None, None
 
-    def read() -> tuple[str, dict]:
-        path = ckpt.resolve_resume(config.resume)
-        return path, ckpt.load(path)
+    def read() -> tuple[str, dict]:  # the newest intact checkpoint; the damaged ones passed over are told at the start
+        path, state, skipped = ckpt.load_for_resume(config.resume)
+        state["skipped"] = [f"--resume skipped {where}: {why}; resumed from {path} instead" for where, why in skipped]
+        return path, state
 
     def without_weights(found: tuple[str, dict]) -> tuple[str, dict]:
         return found[0], {k: v for k, v in found[1].items() if k not in ("model_state", "optimizer_state")}
@@ -731,6 +736,16 @@ def resume_config(config: TrainConfig, explicit: set[str], engine: Any = None) -
 
 def build(config: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), engine: Any = None) -> Trainer:
     """Everything a run needs, from its config: engine, run folder, user code, callbacks."""
+    held: list[RunFolder] = []  # the run folder once taken: a start that fails after it frees it
+    try:
+        return _build(config, explicit, engine, held)
+    except BaseException:
+        for run in held:
+            run.release()  # the kernel would, but only at exit
+        raise
+
+
+def _build(config: TrainConfig, explicit: set[str] | frozenset[str], engine: Any, held: list[RunFolder]) -> Trainer:
     from scorch import dist as dist_module
     from scorch.run_folder import default_name
 
@@ -760,7 +775,10 @@ def build(config: TrainConfig, explicit: set[str] | frozenset[str] = frozenset()
     model = user_code.load_model(config.model, config.model_args, facts)
     _check_streaming(config, model)
     _check_manual(config, model, dist)
-    run, callbacks, history = _sinks(config, reuse=bool(resumed_path)) if dist.is_global_zero else (None, [], None)
+
+    # Rank 0 takes the run folder (one writer: a live holder refuses it), and every rank hears a refusal.
+    run, callbacks, history = share_from_rank_zero(dist, lambda: _sinks(config, bool(resumed_path), held),
+                                                   for_others=lambda _: (None, [], None))
     trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
     for sink in callbacks:
         if isinstance(sink, Guarded):  # a failing optional sink is told as an error event, once
@@ -775,6 +793,7 @@ def build(config: TrainConfig, explicit: set[str] | frozenset[str] = frozenset()
     if config.checkpoint:  # rank 0 reads them; broadcast_state hands them on
         share_from_rank_zero(dist, lambda: _load_weights(trainer.network, config.checkpoint))
     if state is not None:
+        trainer.started["notices"] += state.pop("skipped", [])
         trainer.load_state_dict(state)
         trainer.started["resumed_from"] = resumed_path
     dist.broadcast_state(trainer.network, trainer.socket.optimizer)
@@ -819,7 +838,7 @@ def _resolve_mode(config: TrainConfig) -> list[str]:
             "stopping keep the smallest (--mode min, chosen from the name; pass --mode max to change)"]
 
 
-def _sinks(config: TrainConfig, reuse: bool) -> tuple[RunFolder, list[Callback], Any]:
+def _sinks(config: TrainConfig, reuse: bool, held: list[RunFolder]) -> tuple[RunFolder, list[Callback], Any]:
     """Rank 0: the run folder and the callbacks that write into it (the event log first, TensorBoard) and the
     console; with telemetry, the publisher's history of what the log already holds (one read, by the writer)."""
     import sys
@@ -829,6 +848,7 @@ def _sinks(config: TrainConfig, reuse: bool) -> tuple[RunFolder, list[Callback],
 
     run = RunFolder(config.run_dir)
     run.create(reuse=reuse, restart=config.restart)
+    held.append(run)
     history = None
     if config.telemetry:
         from scorch.telemetry.publisher import History

@@ -65,7 +65,7 @@ def test_atomic_save_failure_keeps_previous(tmp_path, monkeypatch):
     monkeypatch.undo()
     # THEN the old one is intact and no temporary file is left behind
     assert ckpt.load(str(path))["epoch"] == 1
-    assert os.listdir(tmp_path) == ["last.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "last.pt.sha256"]
     assert "the disk is full" in ckpt.describe_write_error(OSError(28, "x"), str(path))
 
 
@@ -82,7 +82,7 @@ def test_a_linked_name_keeps_its_checkpoint_when_the_first_name_is_written_again
     ckpt.atomic_link(last, best)
     # THEN best.pt is epoch 2, and no temporary name is left behind
     assert ckpt.load(best)["epoch"] == 2
-    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256"]
     # AND checkpoints are readable like the rest of the run folder (the temporary file they start as is 0600)
     assert stat.S_IMODE(os.stat(best).st_mode) == 0o644
 
@@ -102,7 +102,7 @@ def test_a_linked_name_is_a_copy_where_the_file_system_has_no_hard_links(tmp_pat
     assert open(best, "rb").read() == open(last, "rb").read()
     assert stat.S_IMODE(os.stat(best).st_mode) == 0o644
     assert torch.equal(ckpt.load(best)["model_state"]["w"], torch.arange(5.0))
-    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256"]
 
 
 def test_loading_garbage_is_a_clear_error(tmp_path):

@@ -183,7 +183,9 @@ def test_best_checkpoint_follows_mode(tmp_path):
     best = load(tmp_path / "run/checkpoints/best.pt")
     assert best["epoch"] == losses.index(min(losses)) + 1
     folder = tmp_path / "run/checkpoints"
-    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "epoch-3.pt", "epoch-4.pt", "last.pt"]
+    names = ["best.pt", "epoch-3.pt", "epoch-4.pt", "last.pt", "prev.pt"]  # prev.pt: the last.pt before the newest
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names + [name + ".sha256" for name in names])
+    assert load(folder / "prev.pt")["epoch"] == 3 and (folder / "prev.pt").stat().st_ino != (folder / "last.pt").stat().st_ino
     # AND an epoch's checkpoints are one file, written once: the kept epochs hold their own epochs
     assert (folder / "epoch-4.pt").stat().st_ino == (folder / "last.pt").stat().st_ino
     assert [load(folder / f"epoch-{n}.pt")["epoch"] for n in (3, 4)] == [3, 4]

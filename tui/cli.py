@@ -221,7 +221,7 @@ def run_dir_source(path: str, token: str | None, replay: bool, keys: CurveKeys |
     info = read_json(os.path.join(path, "run.json"))
     if replay or info.get("state", "running") != "running":
         return ReplaySource(path)
-    dead = why_dead(info)
+    dead = why_dead(info, path)
     if dead:  # the same words the live view and the picker use
         return ReplaySource(path, dead=dead)
     config = info.get("config") if isinstance(info.get("config"), dict) else {}

@@ -67,17 +67,17 @@ def read_entry(path: str) -> RunEntry:
         except OSError:
             started = 0.0
     return RunEntry(path=os.path.abspath(path), name=str(info.get("name") or os.path.basename(path.rstrip("/"))),
-                    state=state, liveness=liveness(info), dead_reason=why_dead(info), epochs_done=epochs_done, epochs=epochs, best=best,
+                    state=state, liveness=liveness(info, path), dead_reason=why_dead(info, path), epochs_done=epochs_done, epochs=epochs, best=best,
                     started=float(started))
 
 
-def liveness(info: dict) -> str:
+def liveness(info: dict, path: str = "") -> str:
     """live, finished, dead or elsewhere: what run.json's state means on this host right now.
 
     The same test as the live view's (`scorch.run_folder.why_dead`), so the list and an opened run agree.
     """
     if info.get("state", "running") != "running":
         return "finished"
-    if not on_this_host(info):
-        return "elsewhere"
-    return "dead" if why_dead(info) else "live"
+    if why_dead(info, path):  # with the folder: its lock and lease decide (scorch.run_folder.liveness)
+        return "dead"
+    return "live" if on_this_host(info) else "elsewhere"

@@ -255,7 +255,7 @@ class LiveSource(Source):
         found = token if token is not None else read_token(run_dir)
         off = "" if found else f"read-only: no token (cannot read {os.path.join(run_dir, '.token')}; pass --token-file)"
         info_path = os.path.join(run_dir, "run.json")
-        kwargs.setdefault("dead", lambda: why_dead(read_json(info_path)))
+        kwargs.setdefault("dead", lambda: why_dead(read_json(info_path), run_dir))
         return cls(lambda: RunClient.from_run_dir(run_dir, token=token, timeout=CLIENT_TIMEOUT, client_keys=client_keys),
                    os.path.abspath(run_dir), off, **kwargs)
 

@@ -174,13 +174,13 @@ def test_a_checkpoint_that_fails_while_finishing_in_the_background_is_reported(t
     # epoch-end checkpoint does on a background thread while the next epoch trains
     commit, commits = ckpt.Pending.commit, []
 
-    def failing_commit(pending):
+    def failing_commit(pending, **kwargs):
         if pending.path.endswith(".pt"):
             commits.append(pending.path)
             if len(commits) == 2:
                 pending.discard()
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return commit(pending)
+        return commit(pending, **kwargs)
 
     monkeypatch.setattr(ckpt.Pending, "commit", failing_commit)
     run_dir = tmp_path / "run"

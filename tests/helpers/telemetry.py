@@ -31,8 +31,13 @@ class FakeRun:
         self.control = Control()
         history = History()
         log = events_log.Writer(self.folder.events_path, visit=history.add_line)
-        self.emitter = Emitter([log], seq=log.last_seq)
-        self.publisher = Publisher(self.folder, self.control, self.emit, history=history, **publisher_args)
+        self.emitter = Emitter([log], seq=log.last_seq)  # a resumed run numbers on
+        try:
+            self.publisher = Publisher(self.folder, self.control, self.emit, history=history, **publisher_args)
+        except BaseException:
+            self.emitter.close()
+            self.folder.release()  # a refused start frees the folder, as the trainer's does
+            raise
         self.emitter.callbacks.append(self.publisher)
 
     @property
@@ -64,6 +69,7 @@ class FakeRun:
 
     def close(self) -> None:
         self.emitter.close()
+        self.folder.release()  # the run folder's lock and lease
 
 
 def as_dicts(events: list[Event]) -> list[dict]:

@@ -220,3 +220,4 @@ class ScriptedSource(Source):
 
     def close(self) -> None:
         self.closed = True
+        self.folder.release()  # the run folder's lock and lease

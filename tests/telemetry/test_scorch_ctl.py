@@ -84,8 +84,8 @@ def test_a_finished_run_is_exit_3(run, capsys):
     assert code == 0 and json.loads(out)["state"] == "completed" and json.loads(out)["live"] is None
 
 
-def test_nobody_answering_is_exit_4_within_the_timeout(tmp_path, capsys):
-    # GIVEN run.json of a "running" run whose endpoints nobody listens on, and whose process is gone
+def _running_folder(tmp_path, pid: int):
+    """run.json of a "running" run of process `pid` whose endpoints nobody listens on."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -93,17 +93,36 @@ def test_nobody_answering_is_exit_4_within_the_timeout(tmp_path, capsys):
     folder.mkdir()
     (folder / ".token").write_text("secret")
     (folder / "run.json").write_text(json.dumps({
-        "state": "running", "pid": 2**22 + 12345, "hosts": [socket.gethostname()],
+        "state": "running", "pid": pid, "hosts": [socket.gethostname()],
         "telemetry": {"publish": f"tcp://127.0.0.1:{port}", "control": f"tcp://127.0.0.1:{port}"}}))
+    return folder
+
+
+def test_nobody_answering_is_exit_4_within_the_timeout(tmp_path, capsys):
+    # GIVEN a "running" run whose process is alive (this one) but whose endpoints nobody listens on
+    folder = _running_folder(tmp_path, os.getpid())
     # WHEN a command and a status are sent with a short timeout
     start = time.monotonic()
     code, out, err = ctl_run(capsys, str(folder), "checkpoint", "--timeout", "0.5")
     status_code, status_out, status_err = ctl_run(capsys, str(folder), "status", "--timeout", "0.5")
     # THEN each gives up promptly with exit 4 and says why
     assert time.monotonic() - start < 5
-    assert code == ctl.EXIT_NO_ANSWER and "no answer" in err and "not running" in err
+    assert code == ctl.EXIT_NO_ANSWER and "no answer" in err
     assert_one_clean_line(err)
     assert status_code == ctl.EXIT_NO_ANSWER and json.loads(status_out)["live"] is None
+
+
+def test_a_run_whose_process_is_gone_is_dead_not_silent(tmp_path, capsys):
+    # GIVEN run.json of a "running" run whose process is gone
+    folder = _running_folder(tmp_path, 2**22 + 12345)
+    # WHEN a command and a status are sent
+    code, out, err = ctl_run(capsys, str(folder), "checkpoint", "--timeout", "0.5")
+    status_code, status_out, _ = ctl_run(capsys, str(folder), "status", "--timeout", "0.5")
+    # THEN the command is refused at once as for an ended run, and status says dead and why
+    assert code == ctl.EXIT_ENDED and "is dead" in err and "is gone" in err
+    assert_one_clean_line(err)
+    status = json.loads(status_out)
+    assert status_code == 0 and status["state"] == "dead" and "is gone" in status["reason"] and status["live"] is None
 
 
 def test_not_a_run_folder_is_exit_2(tmp_path, capsys):

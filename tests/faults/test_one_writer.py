@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_helpers import EXAMPLES, Job, child_env, events_of, of_type, run_args, wait_until
+from helpers.faults import EXAMPLES, Job, child_env, events_of, of_type, run_args, wait_until
 from scorch_tui.runs import list_runs
 
 from scorch import run_folder

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_helpers import Job, of_type, run_args
+from helpers.faults import Job, of_type, run_args
 
 from scorch import checkpoint as ckpt
 from scorch.errors import ScorchError

@@ -149,7 +149,7 @@ def load_for_resume(target: str) -> tuple[str, dict, list[tuple[str, str]]]:
     candidates = resume_candidates(os.path.join(target, "checkpoints"))
     if not candidates:
         raise ScorchError(f"--resume {target}: {_never_saved(target)}", everywhere=True)
-    skipped = []
+    skipped: list[tuple[str, str]] = []
     for path in candidates:
         try:
             return path, load(path), skipped

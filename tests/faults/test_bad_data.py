@@ -47,15 +47,16 @@ def test_item_of_the_wrong_shape_names_the_item(tmp_path):
 
 
 def test_item_of_the_wrong_type_names_the_item(tmp_path):
-    code, err = run_with(tmp_path, "if i == 5: return 'oops'")
+    # (train mode only: the sanity pass reads validation items first, and would name mode 'valid')
+    code, err = run_with(tmp_path, "if self.mode == 'train' and i == 5: return 'oops'")
     assert code == 2
     assert "DataSet.__getitem__(5) in mode 'train' must return (inputs, targets), two lists; found str" in err
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_exception_in_getitem_names_file_line_and_index(tmp_path, workers):
-    # GIVEN a dataset that raises on item 40 (in the main process, or in a worker)
-    code, err = run_with(tmp_path, "if i == 40: raise KeyError('label missing')", "--workers", workers)
+    # GIVEN a dataset that raises on training item 40 (in the main process, or in a worker)
+    code, err = run_with(tmp_path, "if self.mode == 'train' and i == 40: raise KeyError('label missing')", "--workers", workers)
     # THEN the user's file, line and the sample index are named, with their frames only
     assert code == 3
     assert "DataSet.__getitem__(40) in mode 'train' raised KeyError" in err
@@ -74,3 +75,12 @@ def test_worker_that_dies_is_explained(tmp_path):
     assert "Traceback" not in err
     events = read_events(tmp_path / "run")
     assert events[-1]["type"] == "run_ended" and events[-1]["status"] == "failed"
+
+
+def test_a_bad_validation_item_is_named_before_training(tmp_path):
+    # GIVEN a dataset whose item 40 raises in every mode
+    code, err = run_with(tmp_path, "if i == 40: raise KeyError('label missing')")
+    # THEN the sanity pass, which reads validation batches before the first step, names it in mode 'valid'
+    assert code == 3
+    assert "DataSet.__getitem__(40) in mode 'valid' raised KeyError" in err
+    assert not any(e["type"] == "step" for e in read_events(tmp_path / "run"))

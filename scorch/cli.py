@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
@@ -144,7 +145,23 @@ def train_main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
         if trainer is not None:
             trainer.close()
+    if status == "preempted" and _requeues(trainer):  # last: SLURM's SIGTERM may come at once
+        from scorch import dist
+
+        print(f"scorch-train: SIGUSR1 in SLURM job {os.environ['SLURM_JOB_ID']}: checkpoint saved, requeueing the job; "
+              f"it resumes from {trainer.config.run_dir} by itself", file=sys.stderr, flush=True)
+        failure = dist.requeue_slurm_job()
+        if failure:
+            print(f"scorch-train: error: could not requeue: {failure}; submit the same job again and it resumes "
+                  f"(--resume auto --run-dir {trainer.config.run_dir})", file=sys.stderr)
+            return EXIT_FAILED
     return 0 if status != "failed" else EXIT_FAILED
+
+
+def _requeues(trainer: Any) -> bool:
+    """Rank 0 of a SLURM job that got SIGUSR1 (sbatch --signal=USR1@N: the time limit is near) requeues it."""
+    return (trainer.config.requeue and trainer.preempted_by == "SIGUSR1" and trainer.dist.is_global_zero
+            and os.environ.get("SLURM_JOB_ID", "").isdigit())
 
 
 def main() -> None:

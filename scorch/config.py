@@ -67,7 +67,9 @@ class TrainConfig:
     # Where things go.
     run_dir: str = opt("", "run folder (default runs/<date>-<time>-<model stem>)", metavar="DIR")
     checkpoint: str = opt("", "load model weights from this checkpoint before training (2018's -c)", "-c", metavar="FILE")
-    resume: str = opt("", "continue a run exactly: a run folder or a checkpoint file", metavar="RUN_DIR_OR_FILE")
+    resume: str = opt("", "continue a run exactly: a run folder or a checkpoint file; `auto`: --run-dir's last checkpoint "
+                      "if it has one, else start there (what a SLURM requeue or a torchrun elastic restart does by itself)",
+                      metavar="RUN_DIR_OR_FILE|auto")
     restart: bool = opt(False, "start again in a --run-dir whose run ended before its first checkpoint (nothing to resume); "
                         "its event log is kept and continued")
     dump_period: int = opt(1, "save checkpoints/last.pt every N epochs")
@@ -76,6 +78,8 @@ class TrainConfig:
 
     # Live telemetry (rank 0): a ZeroMQ stream for scorch-tui and scorch-ctl.
     telemetry: bool = opt(True, "publish events and take commands over ZeroMQ (--no-telemetry to turn off)")
+    requeue: bool = opt(True, "in a SLURM job, SIGUSR1 (sbatch --signal=USR1@SECONDS) checkpoints, then requeues the job "
+                        "(scontrol requeue), which resumes by itself; --no-requeue: checkpoint and stop only")
     bind: str = opt("127.0.0.1:0", "telemetry address HOST:PORT: stream on PORT, control on PORT+1 (port 0: free ports)",
                     metavar="HOST:PORT")
     curve_keys: str = opt("", "folder made by `scorch-ctl keygen`: encrypt telemetry with CURVE (needed beyond 127.0.0.1)",
@@ -124,9 +128,13 @@ class TrainConfig:
             return
         if self.checkpoint and not os.path.isfile(self.checkpoint):
             raise ScorchError(f"-c/--checkpoint {self.checkpoint}: no such file")
-        if self.resume and not os.path.exists(self.resume):
+        from scorch.dist import restart_count
+
+        # --resume auto (said, or implied by a launcher's restart) is settled by build, where the ranks agree on it.
+        auto = self.resume == "auto" or (not self.resume and restart_count() > 0)
+        if self.resume and not auto and not os.path.exists(self.resume):
             raise ScorchError(f"--resume {self.resume}: no such run folder or checkpoint file")
-        if self.run_dir and not self.resume:
+        if self.run_dir and not self.resume and not auto:
             from scorch.run_folder import RunFolder
 
             RunFolder(self.run_dir).check_new(self.restart)

@@ -345,6 +345,42 @@ def in_srun_step() -> bool:
     return "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
 
 
+def restart_count() -> int:
+    """How often the launcher has started this job again: SLURM's requeues (SLURM_RESTART_COUNT), torchrun's
+    elastic restarts (TORCHELASTIC_RESTART_COUNT). A restarted job resumes its run by itself (--resume auto)."""
+    for var in ("SLURM_RESTART_COUNT", "TORCHELASTIC_RESTART_COUNT"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+def lasting_run_name(stem: str) -> str | None:
+    """A default run folder name that a restarted job finds again: `STEM-slurmJOBID` in a SLURM job (a requeued
+    job keeps its id), `STEM-torchrun-RUNID` under torchrun with --max-restarts (the rendezvous id outlives the
+    restarts); None elsewhere (the usual date-time name)."""
+    env = os.environ
+    if env.get("SLURM_JOB_ID", "").isdigit():
+        return f"{stem}-slurm{env['SLURM_JOB_ID']}"
+    if env.get("TORCHELASTIC_MAX_RESTARTS", "0") not in ("", "0") and env.get("TORCHELASTIC_RUN_ID"):
+        return f"{stem}-torchrun-{re.sub(r'[^A-Za-z0-9_.-]', '_', env['TORCHELASTIC_RUN_ID'])[:64]}"
+    return None
+
+
+def requeue_slurm_job() -> str:
+    """`scontrol requeue` this SLURM job (as Lightning's SLURMEnvironment(auto_requeue=True) does on SIGUSR1);
+    '' when done, else why not. SLURM then ends every task (SIGTERM) and starts the job again, with
+    SLURM_RESTART_COUNT one higher: the same command resumes from the checkpoint just saved."""
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID", "")
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"scontrol requeue {job}: {exc}"
+    return "" if done.returncode == 0 else f"scontrol requeue {job}: {(done.stderr or done.stdout).strip()[:300]}"
+
+
 def first_slurm_host(nodelist: str) -> str:
     """The first host of a SLURM node list: `node[07-09,12],gpu3` -> `node07`, `a,b` -> `a`."""
     match = re.match(r"\s*([^,\[\s]+)(?:\[([^\]]*)\])?", nodelist)

@@ -117,6 +117,7 @@ class Trainer:
         # For run_started, and what the user should hear at the start (choices made for them).
         self.started: dict[str, Any] = {"hosts": [os.uname().nodename], "resumed_from": None, "notices": []}
         self.watchdog: Any = None
+        self.preempted_by = ""  # the first preemption signal this process got (SIGUSR1 requeues a SLURM job)
 
     def _stepping(self) -> Stepping:
         """The Socket's optimizer over train_modules alone: everything else is frozen (no grad, eval mode)."""
@@ -562,6 +563,7 @@ class Trainer:
     def install_signal_handlers(self) -> dict:
         """SIGTERM/SIGUSR1 (preemption) and SIGINT (Ctrl-C) become stop requests; returns the old handlers."""
         def preempt(signum: int, frame: Any) -> None:
+            self.preempted_by = self.preempted_by or signal.Signals(signum).name
             self.control.request("stop", id=signal.Signals(signum).name, source="signal")
             signal.signal(signal.SIGTERM, die_now)
             signal.signal(signal.SIGUSR1, die_now)
@@ -734,6 +736,27 @@ def resume_config(config: TrainConfig, explicit: set[str], engine: Any = None) -
     return TrainConfig.from_dict(saved), state, path
 
 
+def auto_resume(config: TrainConfig, engine: Any) -> None:
+    """All ranks: settle `--resume auto` (or a job its launcher restarted: a SLURM requeue, a torchrun elastic
+    restart) into --resume RUN_DIR when RUN_DIR holds a checkpoint, else --restart there.
+
+    Under SLURM and torchrun --max-restarts the default run folder is named after the job, so that the same
+    command, run again by the launcher, finds it (dist.lasting_run_name)."""
+    from scorch import dist as dist_module
+
+    if not config.run_dir and (lasting := dist_module.lasting_run_name(os.path.splitext(os.path.basename(config.model))[0] or "run")):
+        config.run_dir = os.path.join("runs", lasting)
+    if config.resume != "auto" and (config.resume or not dist_module.restart_count()):
+        return
+    if not config.run_dir:
+        raise ScorchError("--resume auto: needs --run-dir, the folder to continue when it holds a checkpoint")
+    # The same two ways in as by hand, so the one-writer checks judge it alike: a checkpoint there is continued
+    # (--resume RUN_DIR); none (the job stopped before its first one) is started again there (--restart).
+    found = share_from_rank_zero(engine, lambda: RunFolder(config.run_dir).has_checkpoint())
+    config.resume = config.run_dir if found else ""
+    config.restart = config.restart or not found
+
+
 def build(config: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), engine: Any = None) -> Trainer:
     """Everything a run needs, from its config: engine, run folder, user code, callbacks."""
     held: list[RunFolder] = []  # the run folder once taken: a start that fails after it frees it
@@ -750,6 +773,7 @@ def _build(config: TrainConfig, explicit: set[str] | frozenset[str], engine: Any
     from scorch.run_folder import default_name
 
     dist = engine or dist_module.create(config.backend, config.device)
+    auto_resume(config, dist)
     config, state, resumed_path = resume_config(config, set(explicit), dist)
     if config.seed < 0:
         config.seed = dist.broadcast_object(random.SystemRandom().randrange(2**31))

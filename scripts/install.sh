@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up scorch on this machine: system packages, torch (CPU build unless one is there), scorch itself.
 #   bash scripts/install.sh          what scorch-train and the examples need
-#   bash scripts/install.sh --test   also what the test suite needs: OpenMPI, tmux, Horovod, test and lint extras
+#   bash scripts/install.sh --test   also what the test suite needs: OpenMPI, tmux, SLURM + munge, Horovod, test and lint extras
 # Safe to run again: it skips what is already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,13 +18,18 @@ done
 PY=${PYTHON:-python3}
 pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
 
-# System packages the tests drive for real: mpirun (Horovod), tmux (the dashboard end to end).
+# System packages the tests drive for real: mpirun (Horovod), tmux (the dashboard end to end), SLURM.
 if [ "$want_test" = 1 ]; then
   missing=()
   command -v mpirun >/dev/null || missing+=(openmpi-bin libopenmpi-dev)
   command -v tmux >/dev/null || missing+=(tmux)
   command -v cmake >/dev/null || missing+=(cmake)
   command -v g++ >/dev/null || missing+=(g++)
+  # A one-node SLURM cluster and munge, which tests/distributed/test_slurm.py starts (and stops) itself.
+  command -v slurmctld >/dev/null || [ -x /usr/sbin/slurmctld ] || missing+=(slurm-wlm)
+  command -v munged >/dev/null || [ -x /usr/sbin/munged ] || missing+=(munge)
+  # Two network namespaces joined by a veth pair (tests/distributed/test_two_hosts.py): `ip` from iproute2.
+  command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "install.sh: apt-get install ${missing[*]}"

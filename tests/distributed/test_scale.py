@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from helpers.runs import EXAMPLES, example_args, read_events, scorch_env, train
 
 pytestmark = pytest.mark.slow
@@ -37,10 +38,9 @@ def torchrun(ranks: int, *args: str) -> list[str]:
 class TorchJob:
     """A torchrun job in its own session (so that every rank can be ended together)."""
 
-    def __init__(self, cmd: list[str], **env: str) -> None:
-        full_env = scorch_env()
-        full_env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
-        self.proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    def __init__(self, cmd: list[str], cwd: str | None = None) -> None:
+        env = dict(scorch_env(), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
 
     def rank(self, rank: int) -> psutil.Process:
@@ -91,6 +91,12 @@ def wait_for(what: str, check, job: TorchJob, timeout: float = 180):
             pytest.fail(f"the job ended before {what}:\n{job.proc.communicate()[0][-3000:]}")
         time.sleep(0.2)
     pytest.fail(f"no {what} within {timeout} s")
+
+
+def weight_difference(run_a: Path, run_b: Path) -> float:
+    """The largest difference between the two runs' last.pt weights."""
+    a, b = (torch.load(run / "checkpoints/last.pt", weights_only=False)["model_state"] for run in (run_a, run_b))
+    return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
 def events_of(run_dir: Path) -> list[dict]:
@@ -215,3 +221,72 @@ def test_a_signal_on_rank_one_and_a_request_reach_every_rank(tmp_path):
     applied = [e for e in events if e["type"] == "command" and e["status"] == "applied"]
     assert [(e["command"], e["id"]) for e in applied][-1] == ("stop", "signal on another rank")
     assert events[-1]["type"] == "run_ended" and events[-1]["status"] == "preempted"
+
+
+# The two-input data, each item slow while the flag file exists: a first run lasts until the test has acted
+# (a signal, a kill); the next one (flag gone) is quick.
+SLOW_WHILE_FLAGGED = textwrap.dedent('''
+    import os
+    import sys
+    import time
+
+    sys.path.insert(0, {examples!r})
+    from two_inputs.dataset import DataSet as Base, DataSetIndex  # noqa: F401
+
+
+    class DataSet(Base):
+        def __getitem__(self, i):
+            if os.path.exists({flag!r}):
+                time.sleep(0.02)
+            return super().__getitem__(i)
+''')
+
+
+def test_torchrun_elastic_restart_resumes_from_the_last_checkpoint(tmp_path):
+    # GIVEN torchrun with --max-restarts 1, 2 ranks, slow data (while the flag exists), no --run-dir
+    flag = tmp_path / "slow"
+    flag.touch()
+    dataset = tmp_path / "dataset.py"
+    dataset.write_text(SLOW_WHILE_FLAGGED.format(examples=str(EXAMPLES), flag=str(flag)))
+
+    def args(folder: Path, *extra: str) -> list[str]:
+        argv = example_args("two_inputs", folder, "--dataset-args", '{"size": 1280}', "--seed", "1", "--no-shuffle",
+                            "--epochs", "3", *QUIET, "--no-telemetry", *extra)
+        argv[argv.index("--dataset") + 1] = str(dataset)
+        return argv
+
+    argv = args(tmp_path, "--batch-size", "16")
+    del argv[argv.index("--run-dir") : argv.index("--run-dir") + 2]
+    cmd = torchrun(2, *argv)
+    cmd[cmd.index("--standalone") + 1 : cmd.index("--standalone") + 1] = ["--max-restarts", "1"]
+    job = TorchJob(cmd, cwd=str(tmp_path))
+    runs = tmp_path / "runs"
+
+    def run_dir() -> Path | None:  # the default name lasts across restarts: runs/model-torchrun-<rendezvous id>
+        found = list(runs.glob("model-torchrun-*")) if runs.exists() else []
+        return found[0] if found else None
+
+    try:
+        # WHEN rank 1 is killed in epoch 2, after epoch 1's checkpoint
+        def in_epoch_two() -> bool:
+            folder = run_dir()
+            history = events_of(folder) if folder else []
+            return any(e["type"] == "checkpoint_saved" for e in history) and any(
+                e["type"] == "step" and e["epoch"] == 1 for e in history)
+
+        wait_for("a step of epoch 2", in_epoch_two, job)
+        job.rank(1).kill()
+        flag.unlink()  # the restarted group goes at full speed
+        code, out = job.wait()
+    finally:
+        job.kill()
+    # THEN torchrun restarted the group, which resumed by itself from that checkpoint and completed
+    assert code == 0, out[-3000:]
+    history = read_events(run_dir())
+    starts = [e for e in history if e["type"] == "run_started"]
+    ends = [e["status"] for e in history if e["type"] == "run_ended"]
+    assert len(starts) == 2 and starts[1]["resumed_from"].endswith("last.pt") and starts[1]["start_epoch"] == 1, ends
+    assert ends == ["failed", "completed"]
+    # AND the weights are those of an uninterrupted run (one process, twice the batch)
+    assert train(args(tmp_path / "reference", "--batch-size", "32")) == 0
+    assert weight_difference(run_dir(), tmp_path / "reference") < 1e-4

@@ -3,6 +3,7 @@
     python bench/scaling.py                      # 1 rank, then 2 under mpirun (Horovod) and under torchrun
     python bench/scaling.py --ranks 1 2 4        # more ranks (one core each: needs that many cores)
     python bench/scaling.py --agreement          # what the ranks' agreement costs every 1, 8, 32 steps
+    python bench/scaling.py --collectives        # bytes and us per agreement and per validation at 2-16 ranks
 
 The workload is compute-bound: the CNN of examples/mnist (two 3x3
 convolutions of 32 and 64 channels on 28x28 images, 50 k parameters: 200 KB of
@@ -211,6 +212,112 @@ def agreement_worker(blocks: int, block: int = 32) -> None:
     print(f"one allgather_object of the agreement, alone: {1e6 * alone:,.0f} us")
 
 
+def collectives(args: argparse.Namespace) -> None:
+    """Runs `collectives_worker` under torchrun (gloo) at each rank count and prints one table."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    rows = []
+    for n in args.ranks:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), __file__,
+               "--collectives-worker", "--repeats", str(args.repeats)]
+        done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+        found = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not found:
+            sys.exit(f"scaling.py: torchrun with {n} ranks exited {done.returncode}:\n{done.stdout[-2000:]}")
+        rows.append(json.loads(found[-1]))
+        print(f"  {n} ranks done", file=sys.stderr, flush=True)
+    load = os.getloadavg()[0]
+    print(f"\nCollectives around the steps, torchrun (gloo, CPU), {os.cpu_count()} cores (load {load:.0f}), ranks "
+          "oversubscribed; "
+          f"median of {args.repeats} agreements, 5 validations of {VALID_SET} samples (two_inputs-sized outputs), "
+          "before (allgather_object) -> now")
+    print(f"{'ranks':>5}  {'agreement B/rank':>17}  {'agreement B/job':>17}  {'agreement us':>15}  "
+          f"{'valid B on rank 1':>19}  {'valid B/job':>19}  {'valid ms':>13}")
+    for r in rows:
+        n = r["ranks"]
+        print(f"{n:>5}  {r['agree_old_bytes']:>8,} -> {r['agree_new_bytes']:>4,}  "
+              f"{n * r['agree_old_bytes']:>8,} -> {n * r['agree_new_bytes']:>5,}  "
+              f"{r['agree_old_us']:>6,.0f} -> {r['agree_new_us']:>5,.0f}  "
+              f"{r['valid_old_bytes']:>9,} -> {r['valid_new_bytes']:>5,}  "
+              f"{r['valid_old_job']:>9,} -> {r['valid_new_job']:>7,}  "
+              f"{r['valid_old_ms']:>5,.0f} -> {r['valid_new_ms']:>4,.0f}")
+    print("B/rank: payload bytes a rank receives; B/job: all ranks together. Before: every rank received every rank's "
+          "pickled tuple (N x) and every rank's validation outputs (the whole set). Now: one allreduce of 7 int64s; "
+          "validation batches go to rank 0 alone, 16 batches a gather, the metrics come back in one small broadcast.")
+
+
+VALID_SET = 1024  # validation samples in --collectives
+
+
+def collectives_worker(repeats: int) -> None:
+    """One rank of --collectives: the agreement and whole-set validation, as before and as now, with the real
+    engine and payloads of the real size (the agreement's tuple and tensor; two_inputs' outputs and targets)."""
+    import math
+    import pickle
+
+    import torch
+
+    from scorch import dist
+    from scorch.telemetry.control import KINDS
+    from scorch.trainer import GATHER_BATCHES
+
+    engine = dist.create("auto")
+    n, rank = engine.size, engine.rank
+
+    def median_us(work, times: int) -> float:
+        spent = []
+        for _ in range(times):
+            engine.barrier()
+            start = time.perf_counter()
+            work()
+            spent.append(time.perf_counter() - start)
+        return 1e6 * statistics.median(spent)
+
+    # The agreement: before, (requests, figures, NaN, pace) pickled and allgathered (figures every ~2 s: here None,
+    # the usual case, so "before" is its cheapest); now one allreduce(max) of the request slots, the NaN key, the stride.
+    old_tuple = ([], None, None, 0.0123)
+    slots = torch.zeros(len(KINDS) + 2, dtype=torch.int64)
+    agree_old_us = median_us(lambda: engine.allgather_object(old_tuple), repeats)
+    agree_new_us = median_us(lambda: engine.allreduce(slots, "max"), repeats)
+    agree_old_bytes = n * len(pickle.dumps(old_tuple))  # each rank receives every rank's pickle
+    agree_new_bytes = slots.numel() * slots.element_size()  # each rank receives the reduced tensor
+
+    # Validation: this rank's share of VALID_SET, in batches of 16, two outputs and two targets a sample.
+    g = torch.Generator().manual_seed(rank)
+    mine = list(range(rank, VALID_SET, n))
+    batches = [mine[i : i + 16] for i in range(0, len(mine), 16)]
+
+    def piece(indices: list) -> tuple:
+        b = len(indices)
+        return (indices, [torch.randn(b, 4, generator=g), torch.randn(b, generator=g)],
+                [torch.randint(0, 4, (b,), generator=g), torch.randn(b, generator=g)], 1.0, b)
+
+    pieces = [piece(indices) for indices in batches]
+    whole_share = (mine, [torch.cat([p[1][0] for p in pieces]), torch.cat([p[1][1] for p in pieces])],
+                   [torch.cat([p[2][0] for p in pieces]), torch.cat([p[2][1] for p in pieces])], 1.0, len(mine))
+    metrics = {"main": 0.5, "mse": 1.25, "loss": 2.5}
+    rounds = math.ceil(math.ceil(math.ceil(VALID_SET / n) / 16) / GATHER_BATCHES)  # as Trainer._evaluate_gathered
+
+    def gathered() -> None:
+        for i in range(rounds):
+            engine.gather_object(pieces[i * GATHER_BATCHES : (i + 1) * GATHER_BATCHES])
+        engine.broadcast_object(metrics if rank == 0 else None)
+
+    valid_old_ms = median_us(lambda: engine.allgather_object(whole_share), 5) / 1000
+    valid_new_ms = median_us(gathered, 5) / 1000
+    share_bytes = engine.allgather_object(len(pickle.dumps(whole_share)))
+    piece_bytes = engine.allgather_object(sum(len(pickle.dumps(pieces[i : i + GATHER_BATCHES]))
+                                              for i in range(0, len(pieces), GATHER_BATCHES)))
+    if rank != 0:
+        return
+    metrics_bytes = len(pickle.dumps((metrics, None)))
+    print(json.dumps({
+        "ranks": n, "agree_old_bytes": agree_old_bytes, "agree_new_bytes": agree_new_bytes,
+        "agree_old_us": agree_old_us, "agree_new_us": agree_new_us,
+        "valid_old_bytes": sum(share_bytes), "valid_new_bytes": metrics_bytes,
+        "valid_old_job": n * sum(share_bytes), "valid_new_job": sum(piece_bytes[1:]) + (n - 1) * metrics_bytes,
+        "valid_old_ms": valid_old_ms, "valid_new_ms": valid_new_ms}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="rank counts to run (default: 1 2)")
@@ -222,9 +329,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of every configuration (default: 3)")
     parser.add_argument("--agreement", action="store_true", help="measure the agreement stride instead")
     parser.add_argument("--agreement-worker", action="store_true", help=argparse.SUPPRESS)  # one rank of --agreement
+    parser.add_argument("--collectives", action="store_true",
+                        help="bytes and us per agreement and per validation, before and now (--ranks default 2 4 8 16)")
+    parser.add_argument("--repeats", type=int, default=100, help="--collectives: agreements timed (default: 100)")
+    parser.add_argument("--collectives-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.agreement_worker:
         return agreement_worker(args.blocks)
+    if args.collectives_worker:
+        return collectives_worker(args.repeats)
+    if args.collectives:
+        if args.ranks == [1, 2]:
+            args.ranks = [2, 4, 8, 16]
+        started = time.time()
+        collectives(args)
+        print(f"({time.time() - started:.0f} s)")
+        return
     needs = ["mpirun"] if args.agreement or "mpirun" in args.launchers else []
     missing = [tool for tool in needs if shutil.which(tool) is None]
     if missing:

@@ -241,7 +241,7 @@ class TorchDistributed(Single):
         # nccl refuses two ranks on one GPU ("Duplicate GPU detected"): with more ranks on this host than GPUs,
         # gloo carries the CUDA tensors (slower, but the job runs, as on a one-GPU workstation).
         nccl = use_cuda and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= max(1, torch.cuda.device_count())
-        td.init_process_group(backend="nccl" if nccl else "gloo")
+        td.init_process_group(backend="nccl" if nccl else "gloo", **_restart_store(td))
         self.td, self.torch = td, torch
         self.rank, self.size = td.get_rank(), td.get_world_size()
         # Objects (control requests, metrics' inputs) and CPU tensors go over gloo, never through the GPU.
@@ -320,6 +320,25 @@ class TorchDistributed(Single):
     def shutdown(self) -> None:
         if self.td.is_initialized():
             self.td.destroy_process_group()
+
+
+def _restart_store(td: Any) -> dict:
+    """After a torchrun elastic restart: the agent's store, under a prefix of this attempt's own.
+
+    The workers of every attempt share the agent's TCPStore without a prefix, so the new group can read
+    the addresses the killed one published there and fail to connect (gloo: "connectFullMesh failed ...
+    Connection refused" to the dead rank's port: two restarts of three here). Nothing to do on a
+    first start or without torchrun's agent store."""
+    env = os.environ
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt in ("", "0"):
+        return {}
+    from datetime import timedelta
+
+    store = td.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), int(env["WORLD_SIZE"]), is_master=False,
+                        timeout=timedelta(minutes=30))
+    return {"store": td.PrefixStore(f"scorch/attempt-{attempt}", store), "rank": int(env["RANK"]),
+            "world_size": int(env["WORLD_SIZE"])}
 
 
 def launcher() -> tuple[str, int]:

@@ -44,6 +44,10 @@ from scorch.telemetry.control import Control, Request
 from scorch.telemetry.protocol import Command, EpochEnd, Event, RunEnded, RunStarted, Step
 
 STEP_EVENT_INTERVAL = 0.25  # seconds between `step` events: a few per second
+# With several ranks, validation batches go to rank 0 this many at a time: few collectives (each costs a round
+# trip: one a batch made validation of 1,024 samples 25x slower at 2 ranks, bench/scaling.py --collectives), and
+# a rank other than 0 never holds more than these batches.
+GATHER_BATCHES = 16
 
 
 @dataclass(slots=True)
@@ -460,30 +464,29 @@ class Trainer:
         return self._checked_metrics(metrics, loss_sum, count)
 
     def _evaluate_gathered(self, mode: str, loader: DataLoader, max_iterations: int) -> dict[str, float]:
-        """All ranks: each rank's share, batch by batch, gathered to rank 0 alone (dataset order restored), so
-        Socket.metrics sees the whole set once as one process would; rank 0 broadcasts the metrics.
+        """All ranks: each rank's share, GATHER_BATCHES batches at a time, gathered to rank 0 alone (dataset order
+        restored), so Socket.metrics sees the whole set once as one process would; rank 0 broadcasts the metrics.
 
-        A rank other than 0 holds one batch at a time (O(batch) memory, not the set), and each batch
-        travels once, to rank 0 (O(set) bytes across the job, not N x set). Every rank takes part in as
-        many gathers as rank 0 has batches (the largest share): a rank whose share is done sends None."""
+        A rank other than 0 holds at most GATHER_BATCHES batches (O(batch) memory, not the set), and each batch
+        travels once, to rank 0 (O(set) bytes across the job, not N x set). Every rank takes part in as many
+        gathers as rank 0 needs (its share is the largest); a rank whose share is done sends an empty list."""
         # rank 0's share, the largest (rank r: r, r+N, ...)
         share = math.ceil(len(loader.dataset) / self.dist.size)  # type: ignore[arg-type]  # our DataSets have __len__
-        rounds = math.ceil(share / loader.batch_size)
-        rounds = min(rounds, max_iterations) if max_iterations >= 0 else rounds
+        most = math.ceil(share / (loader.batch_size or 1))  # batches of rank 0, and at most of any rank
+        most = min(most, max_iterations) if max_iterations >= 0 else most
         order, batches = list(loader.sampler), self._batches(mode, loader)
-        shares: list = []  # rank 0: (dataset indices, outputs, targets) of every batch of every rank
+        shares: list = []  # rank 0: (dataset indices, outputs, targets, loss, samples) of every batch of every rank
         done = 0
-        for i in range(rounds):
-            piece = None
-            batch = next(batches, None) if done == i else None
-            if batch is not None:
+        for _ in range(math.ceil(most / GATHER_BATCHES)):
+            pieces = []
+            while len(pieces) < GATHER_BATCHES and done < most and (batch := next(batches, None)) is not None:
                 outputs, _, loss, n = self._evaluate_batch(*batch)
-                start = i * (loader.batch_size or 1)
-                piece = (order[start : start + n], to_host(outputs), to_host(batch[1]), loss, n)
+                start = done * (loader.batch_size or 1)
+                pieces.append((order[start : start + n], to_host(outputs), to_host(batch[1]), loss, n))
                 done += 1
-            gathered = self.dist.gather_object(piece)
+            gathered = self.dist.gather_object(pieces)
             if gathered is not None:
-                shares += [p for p in gathered if p is not None]
+                shares += [piece for rank_pieces in gathered for piece in rank_pieces]
 
         def metrics() -> dict[str, float]:
             index = torch.tensor([i for share in shares for i in share[0]]).argsort()

@@ -478,7 +478,7 @@ class Trainer:
         shares: list = []  # rank 0: (dataset indices, outputs, targets, loss, samples) of every batch of every rank
         done = 0
         for _ in range(math.ceil(most / GATHER_BATCHES)):
-            pieces = []
+            pieces: list = []
             while len(pieces) < GATHER_BATCHES and done < most and (batch := next(batches, None)) is not None:
                 outputs, _, loss, n = self._evaluate_batch(*batch)
                 start = done * (loader.batch_size or 1)

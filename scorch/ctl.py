@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -26,6 +27,7 @@ from scorch.telemetry.client import ClientError, RunClient, read_run_info, read_
 from scorch.telemetry.protocol import Command, EpochEnd, RunEnded, Step, System
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_ENDED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
+TOKEN_ENV = "SCORCH_TOKEN"  # the token for scorch-ctl, where .token cannot be read (another user, a copy of the folder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (holds run.json and .token)")
     parser.add_argument("action", choices=("status", "checkpoint", "stop"), help="what to do")
     parser.add_argument("--after-epoch", action="store_true", help="stop: finish the current epoch first")
-    parser.add_argument("--token", help="the control token (default: read RUN_DIR/.token)")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help=f"file holding the control token (default: ${TOKEN_ENV}, else RUN_DIR/.token)")
+    parser.add_argument("--token", help=f"the token itself: visible to every user in `ps`; prefer --token-file or ${TOKEN_ENV}")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer (default: %(default)s)")
     parser.add_argument("--wait", action="store_true", help="checkpoint/stop: also wait until the run has applied it")
     parser.add_argument("--wait-timeout", type=float, default=600.0,
@@ -161,10 +165,11 @@ def send(args: argparse.Namespace) -> int:
                           f"(continue it with scorch-train --resume {args.run_dir})", EXIT_ENDED)
     if state != "running":
         raise ScorchError(f"the run in {args.run_dir} has ended (state: {state}); there is nothing to {args.action}", EXIT_ENDED)
-    token = args.token if args.token is not None else read_token(args.run_dir)
+    token = _token(args)
     if not token:
         raise ScorchError(f"no token: {os.path.join(args.run_dir, '.token')} is missing or not readable by you; "
-                       "run scorch-ctl as the user who started the run, or pass --token", EXIT_USAGE)
+                          f"run scorch-ctl as the user who started the run, or pass --token-file (or set ${TOKEN_ENV})",
+                          EXIT_USAGE)
     client = _client(args, token)
     try:
         if args.wait:
@@ -182,6 +187,21 @@ def send(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         client.close()
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The token from --token-file, --token (with a warning: `ps` shows it), $SCORCH_TOKEN, or RUN_DIR/.token."""
+    if args.token_file:
+        try:
+            with open(args.token_file) as fh:
+                return fh.read().strip() or None
+        except OSError as exc:
+            raise ScorchError(f"--token-file {args.token_file}: cannot read it ({exc.strerror})", EXIT_USAGE) from None
+    if args.token is not None:
+        print(f"scorch-ctl: warning: --token is visible to every user of this machine in `ps`; use --token-file FILE or "
+              f"${TOKEN_ENV} instead", file=sys.stderr)
+        return args.token
+    return os.environ.get(TOKEN_ENV) or read_token(args.run_dir)
 
 
 def _wait_applied(client: RunClient, command_id: str, args: argparse.Namespace) -> int:
@@ -247,13 +267,16 @@ def keygen(folder: str) -> int:
         for name in ("server", "client"):
             _, secret_path = zmq.auth.create_certificates(folder, name)
             os.chmod(secret_path, 0o600)
+        allowed = os.path.join(folder, "authorized_clients")  # only listed clients may watch: this one to begin with
+        os.makedirs(allowed, exist_ok=True)
+        shutil.copy(os.path.join(folder, "client.key"), os.path.join(allowed, "client.key"))
     except OSError as exc:
         raise ScorchError(f"{folder}: cannot write keys there ({exc.strerror}); choose a writable folder", EXIT_USAGE) from None
     print(f"CURVE keys written to {folder}:\n"
           f"  server.key_secret  stays with the job:  scorch-train ... --bind 0.0.0.0:5555 --curve-keys {folder}\n"
-          f"  client.key_secret  for a client that must be listed: scorch-ctl RUN_DIR status --curve-keys {folder}\n"
-          f"By default any client that knows the server's public key (run.json) may watch, and only token holders "
-          f"may command; to admit listed clients only, copy their *.key files into {os.path.join(folder, 'authorized_clients')}/")
+          f"  client.key_secret  for a client:        scorch-ctl RUN_DIR status --curve-keys {folder}\n"
+          f"Only clients whose public keys are in {os.path.join(folder, 'authorized_clients')}/ may connect (client.key is "
+          "listed); add another client's *.key there to admit it. Commands also need the run's token.")
     return EXIT_OK
 
 

@@ -26,6 +26,7 @@ from collections import deque
 import zmq
 
 from scorch.errors import MessageError
+from scorch.telemetry.auth import sign
 from scorch.telemetry.protocol import (
     HEARTBEAT,
     MAX_REQUEST_BYTES,
@@ -195,7 +196,9 @@ class RunClient:
 
     def command(self, command: str, after_epoch: bool = False) -> Ack:
         """Ask the run to `checkpoint` or `stop`; its Ack (status accepted or refused, reason, id)."""
-        request = CommandRequest(command=command, id=uuid.uuid4().hex[:12], token=self.token, after_epoch=bool(after_epoch))
+        request = CommandRequest(command=command, after_epoch=bool(after_epoch))
+        # Signed with the token (which stays here), with a fresh id and the time: see telemetry/auth.py.
+        request = sign(request, self.token) if self.token is not None else dataclasses.replace(request, id=uuid.uuid4().hex[:12])
         reply = self.request(request, Ack)
         if isinstance(reply, Error):
             return Ack(id=request.id, status="refused", reason=reply.reason or "malformed request")

@@ -30,10 +30,12 @@ Wire (ZeroMQ): every message is a class below with `encode`/`decode`, used by bo
       "running"|..., "dropped": D}``. The client applies the history, then only
       stream events with ``seq > last_seq``.
     - `CommandRequest` ``{"op": "command", "command": "checkpoint"|"stop", "id":
-      "...", "token": "...", "after_epoch": false}`` -> `Ack` ``{"op": "ack",
+      "...", "time": T, "after_epoch": false, "mac": "..."}`` -> `Ack` ``{"op": "ack",
       "id": ..., "status": "accepted"|"refused", "reason": "..."}``. Accepted and
       refused commands are logged as ``command`` events; when the trainer
-      acts on one, a ``command`` event with status ``applied`` follows.
+      acts on one, a ``command`` event with status ``applied`` follows. ``mac``
+      is an HMAC-SHA256 keyed by the run's token (which never crosses the wire);
+      ``id`` is fresh and ``time`` recent: see scorch/telemetry/auth.py.
     - `Replay` ``{"op": "replay", "after_seq": N, "limit": K}`` -> `EventsPage`
       ``{"op": "events", "events": [event, ...], "last_seq": M, "more": bool}``:
       the events of the event log with ``N < seq <= M`` (at most K, at most 5000),
@@ -340,16 +342,20 @@ class Replay(Message):
 
 @dataclass(frozen=True)
 class CommandRequest(Message):
-    """Request: `command` (checkpoint|stop) with the run's token. Answered with an Ack.
+    """Request: `command` (checkpoint|stop), signed with the run's token (scorch/telemetry/auth.py). Answered
+    with an Ack.
 
     Its fields are taken as sent (any JSON): the publisher checks them one by one, in a fixed order,
-    so that a refusal names the first thing wrong."""
+    so that a refusal names the first thing wrong. `token` is what clients before signing sent in clear:
+    a request that carries it is refused."""
 
     op: ClassVar[str] = "command"
     command: Any = None
     id: Any = None
     token: Any = None
     after_epoch: Any = False
+    time: Any = None  # Unix seconds when it was signed
+    mac: Any = None  # HMAC-SHA256 (hex) of the other fields but token, keyed by the token
 
 
 @dataclass(frozen=True)

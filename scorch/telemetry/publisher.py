@@ -17,17 +17,17 @@ and the training thread number events one at a time (emits are a few per
 second, so the lock costs nothing measurable).
 
 Security: the token lives in RUN_DIR/.token (mode 0600), written before the
-endpoints appear in run.json, compared in constant time. A bind beyond
-loopback needs CURVE keys (`scorch-ctl keygen DIR`, then `--curve-keys DIR`):
-both sockets then encrypt and authenticate the server. Any CURVE client may
-watch unless DIR/authorized_clients/ holds public keys, in which case only
-those may connect; commands always need the token.
+endpoints appear in run.json; it keys each command's HMAC and never crosses the
+wire (telemetry/auth.py: forged, changed, stale and replayed commands are refused).
+A bind beyond loopback needs CURVE keys (`scorch-ctl keygen DIR`, then
+`--curve-keys DIR`): both sockets then encrypt and authenticate the server, and
+only the clients whose public keys are in DIR/authorized_clients/ may connect
+(keygen lists its own client key there); commands always need the token.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import ipaddress
 import math
 import os
@@ -46,6 +46,7 @@ from scorch.callbacks import Callback
 from scorch.errors import ScorchError
 from scorch.fileio import atomic_write_text
 from scorch.run_folder import RunFolder
+from scorch.telemetry.auth import Verifier
 from scorch.telemetry.control import Control
 from scorch.telemetry.protocol import (
     COMMANDS,
@@ -140,6 +141,13 @@ def check_bind(bind: str, curve_keys: str = "") -> tuple[str, int, tuple[bytes, 
     """
     host, port = parse_bind(bind)
     keys = load_server_keys(curve_keys) if curve_keys else None
+    if keys is not None:
+        allowed = os.path.join(curve_keys, "authorized_clients")
+        listed = [n for n in os.listdir(allowed) if n.endswith(".key")] if os.path.isdir(allowed) else []
+        if not listed:  # the server's public key is in run.json, readable by all: it must not be enough to watch
+            raise ScorchError(f"--curve-keys {curve_keys}: no client keys in {allowed}/, so anyone holding the server's "
+                              "public key could watch; copy each client's public *.key there (`scorch-ctl keygen DIR` "
+                              "lists its own client key)")
     if keys is None and not is_loopback(host):
         raise ScorchError(
             f"--bind {bind} listens beyond this machine, so it needs CURVE keys: run `scorch-ctl keygen KEYS_DIR` "
@@ -307,6 +315,7 @@ class Publisher(Callback):
             self.control_endpoint = self._bind(self.router, host, port + 1 if port else 0, bind)
             # The secret first, then the endpoints: whoever sees the endpoints can already find the token.
             self.token = secrets.token_urlsafe(32)
+            self.verifier = Verifier(self.token)
             atomic_write_text(run.token_path, self.token + "\n", mode=0o600)
             telemetry: dict[str, Any] = {"publish": self.publish_endpoint, "control": self.control_endpoint}
             if keys is not None:
@@ -320,9 +329,7 @@ class Publisher(Callback):
         self._thread.start()
 
     def _start_authenticator(self, folder: str) -> None:
-        allowed = os.path.join(folder, "authorized_clients")
-        if not os.path.isdir(allowed):
-            return  # no ZAP handler: ZeroMQ lets any CURVE client in
+        allowed = os.path.join(folder, "authorized_clients")  # check_bind made sure it lists clients
         from zmq.auth.thread import ThreadAuthenticator
 
         self._auth = ThreadAuthenticator(self.context)
@@ -492,13 +499,12 @@ class Publisher(Callback):
         return EventsPage.encode_parts(texts, upto, more)
 
     def _command(self, request: CommandRequest) -> Ack:
-        given_id, command, after_epoch, token = request.id, request.command, request.after_epoch, request.token
+        given_id, command, after_epoch = request.id, request.command, request.after_epoch
         command_id = given_id if isinstance(given_id, str) and 0 < len(given_id) <= 64 else uuid.uuid4().hex[:12]
         name = command if isinstance(command, str) and len(command) <= 32 else _short(command)
-        if not isinstance(token, str) or not token:
-            return self._refuse(command_id, name, "missing token (read it from RUN_DIR/.token)", after_epoch)
-        if not hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode()):
-            return self._refuse(command_id, name, "wrong token", after_epoch)
+        refused = self.verifier.check(request)  # signed with the token, fresh, never seen: see telemetry/auth.py
+        if refused:
+            return self._refuse(command_id, name, refused, after_epoch)
         if command not in COMMANDS:
             return self._refuse(command_id, name, f"unknown command {name}; expected {' or '.join(COMMANDS)}", after_epoch)
         if not isinstance(after_epoch, bool):

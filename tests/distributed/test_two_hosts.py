@@ -132,18 +132,20 @@ def test_a_job_across_two_hosts_trains_and_is_steered_over_curve(hosts, tmp_path
         wait_for("both ranks reporting", lambda: any(e["type"] == "system" and [r["state"] for r in e["ranks"]] ==
                                                      ["live", "live"] for e in read_events(run_dir)), procs)
         # AND scorch-ctl in the other namespace reads the live state over CURVE
-        status = hosts.call(there, sys.executable, "-m", "scorch.ctl", str(run_dir), "status")
+        status = hosts.call(there, sys.executable, "-m", "scorch.ctl", str(run_dir), "status",
+                            "--curve-keys", str(keys))  # keygen's client key: the one authorized_clients/ lists
         assert status.returncode == 0, status.stderr
         live = json.loads(status.stdout)["live"]
         assert live["state"] == "running" and [r["state"] for r in live["ranks"]] == ["live", "live"]
         # AND from there it asks for a checkpoint, which both ranks apply at the same step
         done = hosts.call(there, sys.executable, "-m", "scorch.ctl", str(run_dir), "checkpoint", "--wait",
-                          "--wait-timeout", "180")
+                          "--wait-timeout", "180", "--curve-keys", str(keys))
         assert done.returncode == 0, done.stderr
         saved = [e for e in read_events(run_dir) if e["type"] == "checkpoint_saved"]
         assert [e["reason"] for e in saved] == ["request"]
         # AND a stop, after which both nodes end cleanly
-        assert hosts.call(there, sys.executable, "-m", "scorch.ctl", str(run_dir), "stop").returncode == 0
+        assert hosts.call(there, sys.executable, "-m", "scorch.ctl", str(run_dir), "stop",
+                          "--curve-keys", str(keys)).returncode == 0
         outs = {side: proc.communicate(timeout=180)[0] for side, proc in nodes.items()}
     finally:
         for proc in procs:

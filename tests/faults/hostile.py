@@ -3,11 +3,15 @@
     python hostile.py flood CONTROL_ENDPOINT SECONDS SEED [RATE]
         For SECONDS (at most RATE messages a second; 0: as fast as it can), from several connections at once: random bytes, oversized messages (over the
         64 KiB request limit, and over ZeroMQ's 1 MiB frame limit, which drops the connection),
-        floods of `hello`, commands with wrong or missing tokens, random JSON; some connections
+        floods of `hello`, commands signed with a wrong key, with a token in clear or unsigned, random JSON; some connections
         never read their replies. Prints {"sent": N, "kinds": {...}, "answered": M} at the end.
 
     python hostile.py command CONTROL_ENDPOINT TOKEN COMMAND ID
         Sends one command and prints "sent", then waits for the answer (the test kills it first).
+
+    python hostile.py replay CONTROL_ENDPOINT CAPTURED_FILE N
+        Sends the exact bytes of a captured command N times, each from a new connection; prints the
+        replies' statuses counted.
 
 The bench (bench/fault_drill.py) and tests/faults use the same code, so the drill's numbers and the
 tests' assertions are about the same hostile traffic.
@@ -15,6 +19,7 @@ tests' assertions are about the same hostile traffic.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -22,6 +27,9 @@ import sys
 import time
 
 import zmq
+
+from scorch.telemetry.auth import sign
+from scorch.telemetry.protocol import CommandRequest
 
 KINDS = ("random_bytes", "oversized", "huge_frame", "hello", "wrong_token", "no_token", "random_json", "multipart")
 
@@ -36,9 +44,11 @@ def message(kind: str, rng: random.Random) -> list[bytes]:
         return [b"\0" * (2 * 1024 * 1024)]
     if kind == "hello":
         return [b'{"op": "hello"}']
-    if kind == "wrong_token":
-        command = rng.choice(["stop", "checkpoint"])
-        return [json.dumps({"op": "command", "command": command, "token": rng.randbytes(16).hex()}).encode()]
+    if kind == "wrong_token":  # signed with a key that is not the run's token, or a token sent in clear
+        command = CommandRequest(command=rng.choice(["stop", "checkpoint"]))
+        if rng.random() < 0.5:
+            return [dataclasses.replace(command, token=rng.randbytes(16).hex()).encode()]
+        return [sign(command, rng.randbytes(16).hex()).encode()]
     if kind == "no_token":
         return [json.dumps({"op": "command", "command": "stop"}).encode()]
     if kind == "random_json":
@@ -101,14 +111,39 @@ def send_command(endpoint: str, token: str, command: str, command_id: str) -> No
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.connect(endpoint)
-    sock.send(json.dumps({"op": "command", "command": command, "id": command_id, "token": token}).encode())
+    sock.send(sign(CommandRequest(command=command), token, command_id=command_id).encode())
     print("sent", flush=True)
     sock.poll(60_000)
     os._exit(0)
 
 
+def replay(endpoint: str, captured: bytes, times: int) -> dict:
+    """An eavesdropper who captured the exact bytes of one command sends them `times` times, each on a new
+    connection (as a new client would); returns the replies' statuses and reasons, counted."""
+    context = zmq.Context()
+    statuses: dict[str, int] = {}
+    try:
+        for _ in range(times):
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            sock.send(captured)
+            if sock.poll(30_000):
+                reply = json.loads(sock.recv())
+                key = f"{reply.get('status')}: {str(reply.get('reason') or '')[:40]}"
+            else:
+                key = "no answer"
+            statuses[key] = statuses.get(key, 0) + 1
+            sock.close()
+    finally:
+        context.term()
+    return statuses
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "flood":
+    if sys.argv[1] == "replay":
+        print(json.dumps(replay(sys.argv[2], open(sys.argv[3], "rb").read(), int(sys.argv[4]))), flush=True)
+    elif sys.argv[1] == "flood":
         rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0
         print(json.dumps(flood(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), rate)), flush=True)
     else:

@@ -54,7 +54,7 @@ requests = st.one_of(
     st.fixed_dictionaries(
         {"op": st.sampled_from(["hello", "replay", "command", "nope"]) | json_values},
         optional={"command": st.sampled_from(["checkpoint", "stop"]) | json_values, "token": json_values,
-                  "id": json_values, "after_epoch": json_values, "after_seq": json_values, "limit": json_values},
+                  "id": json_values, "time": json_values, "mac": json_values, "after_epoch": json_values, "after_seq": json_values, "limit": json_values},
     ).map(lambda v: json.dumps(v).encode()),
 )
 

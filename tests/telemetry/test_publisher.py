@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ from scorch import ctl
 from scorch.errors import ScorchError
 from scorch.telemetry.client import ClientError, RunClient
 from scorch.telemetry.protocol import EpochEnd, Log, RunEnded, Step, System
-from scorch.telemetry.publisher import StepHistory
+from scorch.telemetry.publisher import StepHistory, check_bind
 
 
 @pytest.fixture
@@ -169,7 +168,7 @@ def test_events_the_stream_dropped_are_filled_from_the_log(tmp_path):
     assert as_dicts(seen) == run.logged()[: len(seen)]
 
 
-def test_commands_need_the_token_and_every_outcome_is_logged(run):
+def test_commands_need_a_signature_by_the_token_and_every_outcome_is_logged(run):
     run.start()
     # GIVEN clients with no token, a wrong token and the right one
     no_token = RunClient(run.publisher.control_endpoint, run.publisher.publish_endpoint, token=None)
@@ -185,8 +184,8 @@ def test_commands_need_the_token_and_every_outcome_is_logged(run):
         for c in (no_token, wrong, right):
             c.close()
     # THEN only the right token is accepted and reaches the trainer's control queue
-    assert refused_missing.status == "refused" and "missing token" in refused_missing.reason
-    assert refused_wrong.status == "refused" and refused_wrong.reason == "wrong token"
+    assert refused_missing.status == "refused" and "unsigned command" in refused_missing.reason
+    assert refused_wrong.status == "refused" and refused_wrong.reason.startswith("bad signature (wrong token")
     assert unknown.status == "refused" and "unknown command" in unknown.reason
     assert accepted.status == "accepted"
     requests = run.control.take()
@@ -283,11 +282,11 @@ def test_curve_encrypts_both_sockets_and_plain_clients_get_nothing(tmp_path, cap
     assert ctl.main(["keygen", str(keys)]) == 0
     assert os.stat(keys / "server.key_secret").st_mode & 0o777 == 0o600
     run = FakeRun(tmp_path / "run", curve_keys=str(keys))
-    curve = run.client(timeout=3.0)
+    curve = run.client(timeout=3.0, client_keys=ctl._client_keys(str(keys)))
     plain = RunClient(run.publisher.control_endpoint, run.publisher.publish_endpoint, timeout=0.5)
     try:
         run.start()
-        # WHEN a CURVE client (ad hoc keys, the server key from run.json) and a plain one connect
+        # WHEN a CURVE client (keygen's client key, the server key from run.json) and a plain one connect
         curve.subscribe()
         snapshot = curve.hello()
         run.steps(1)
@@ -303,12 +302,11 @@ def test_curve_encrypts_both_sockets_and_plain_clients_get_nothing(tmp_path, cap
         run.close()
 
 
-def test_curve_with_listed_clients_admits_only_those(tmp_path, capsys):
-    # GIVEN keys whose authorized_clients/ lists the client key keygen made
+def test_curve_admits_only_listed_clients_and_keygen_lists_its_own(tmp_path, capsys):
+    # GIVEN keys from keygen: authorized_clients/ lists the client key it made
     keys = tmp_path / "keys"
     assert ctl.main(["keygen", str(keys)]) == 0
-    os.makedirs(keys / "authorized_clients")
-    shutil.copy(keys / "client.key", keys / "authorized_clients" / "client.key")
+    assert os.listdir(keys / "authorized_clients") == ["client.key"]
     run = FakeRun(tmp_path / "run", curve_keys=str(keys))
     listed = run.client(client_keys=ctl._client_keys(str(keys)))
     stranger = run.client(timeout=0.5)  # ad hoc keys, not listed
@@ -321,6 +319,16 @@ def test_curve_with_listed_clients_admits_only_those(tmp_path, capsys):
         listed.close()
         stranger.close()
         run.close()
+
+
+def test_curve_keys_without_listed_clients_are_refused_at_start(tmp_path):
+    # GIVEN server keys and an empty allow-list (the server's public key is in run.json, for anyone to read)
+    keys = tmp_path / "keys"
+    assert ctl.main(["keygen", str(keys)]) == 0
+    os.remove(keys / "authorized_clients" / "client.key")
+    # THEN a run with them does not start, and says how to list clients
+    with pytest.raises(ScorchError, match="no client keys in .*authorized_clients"):
+        check_bind("0.0.0.0:0", str(keys))
 
 
 def test_frozen_subscribers_neither_hold_up_the_stream_nor_grow_memory(tmp_path):

@@ -58,17 +58,33 @@ def test_an_accepted_command_exits_0_and_reaches_the_trainer(run, capsys):
     assert request.command == "stop" and request.after_epoch and request.source == "request"
 
 
-def test_a_wrong_token_is_refused_with_exit_1(run, capsys):
-    code, out, err = ctl_run(capsys, run.folder.path, "checkpoint", "--token", "not-it")
-    assert code == ctl.EXIT_REFUSED and "refused: wrong token" in err
+def test_a_wrong_token_is_refused_with_exit_1(run, capsys, tmp_path):
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-it\n")
+    code, out, err = ctl_run(capsys, run.folder.path, "checkpoint", "--token-file", str(wrong))
+    assert code == ctl.EXIT_REFUSED and "refused: bad signature (wrong token" in err
     assert_one_clean_line(err)
     assert run.control.take() == []
+
+
+def test_the_token_comes_from_a_file_or_the_environment_and_on_the_command_line_it_warns(run, capsys, monkeypatch):
+    token = run.publisher.token
+    os.remove(run.folder.token_path)  # not readable here: the token must come from elsewhere
+    # WHEN it is in $SCORCH_TOKEN: accepted, nothing said
+    monkeypatch.setenv("SCORCH_TOKEN", token)
+    code, out, err = ctl_run(capsys, run.folder.path, "checkpoint")
+    assert code == 0 and err == ""
+    monkeypatch.delenv("SCORCH_TOKEN")
+    # WHEN it is given with --token: accepted, with a warning that `ps` shows it
+    code, out, err = ctl_run(capsys, run.folder.path, "checkpoint", "--token", token)
+    assert code == 0 and "visible to every user" in err and "--token-file" in err
+    assert [r.command for r in run.control.take()] == ["checkpoint", "checkpoint"]
 
 
 def test_no_readable_token_is_exit_2_and_nothing_is_sent(run, capsys):
     os.remove(run.folder.token_path)
     code, out, err = ctl_run(capsys, run.folder.path, "checkpoint")
-    assert code == ctl.EXIT_USAGE and ".token" in err and "--token" in err
+    assert code == ctl.EXIT_USAGE and ".token" in err and "--token-file" in err and "SCORCH_TOKEN" in err
     assert_one_clean_line(err)
     assert not any(e["type"] == "command" for e in run.logged())
 

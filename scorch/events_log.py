@@ -9,8 +9,10 @@ reads through `Reader`, by one rule:
   reader of a finished log drops it (and the writer cuts it before it appends again);
 - a bad line anywhere else (not JSON, not a valid event, no seq) is skipped and counted: never
   fatal, and it never hides the good events around it;
-- a line whose seq is not above the last one read is refused, counted and warned about: it is not
-  handed out, and it never seeds the numbering of a resumed run.
+- a line whose seq is not above the last one read, or more than MAX_SEQ_JUMP above it, is refused,
+  counted and warned about: it is not handed out, and it never seeds the numbering of a resumed run
+  (a run numbers its events one by one, so a line far ahead was written by hand or pasted in, and
+  taking it would make every real event after it look out of order).
 
 A line of an event type this version does not know (a newer scorch wrote it) is a good line: its
 seq counts, replay hands its text on, and it decodes to no Event.
@@ -30,6 +32,7 @@ from scorch.telemetry.protocol import Event, ProtocolError, from_dict, loads
 
 EVENTS_FILE = "events.jsonl"
 KEPT_PROBLEMS = 5  # problems a reader keeps word of (all are counted)
+MAX_SEQ_JUMP = 1000  # a seq further ahead of the last one than this is not the run's (it numbers one by one)
 
 
 def path(run_dir: str) -> str:
@@ -102,6 +105,10 @@ class Reader:
         if seq <= self.last_seq:
             self.refused += 1
             self._problem(f"line {self.line_no} refused: seq {seq} does not follow seq {self.last_seq}")
+            return None
+        if seq > self.last_seq + MAX_SEQ_JUMP:
+            self.refused += 1
+            self._problem(f"line {self.line_no} refused: seq {seq} jumps more than {MAX_SEQ_JUMP} past seq {self.last_seq}")
             return None
         self.last_seq = seq
         return Line(seq, text, event, start, self.offset)

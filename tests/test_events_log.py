@@ -86,6 +86,20 @@ def test_the_writer_reads_an_existing_log_once_and_cuts_its_torn_tail(tmp_path, 
     assert path.read_text().count("\n") == 3 and '{"type": "st' not in path.read_text()
 
 
+def test_a_seq_far_ahead_is_refused_and_the_events_after_it_are_kept(tmp_path):
+    path = tmp_path / "events.jsonl"
+    # GIVEN a log with a line pasted in whose seq jumps far ahead of the run's numbering
+    write_lines(path, *ends(1, 2, 3), *ends(999_999), *ends(4, 5))
+    reader = events_log.Reader(str(path))
+    # THEN that line is refused, the run's own events after it are all read
+    assert [e.seq for e in reader.events()] == [1, 2, 3, 4, 5]
+    assert reader.refused == 1 and "seq 999999 jumps more than 1000 past seq 3" in reader.warning()
+    # AND a resumed run numbers on from the run's own last seq
+    writer = events_log.Writer(str(path))
+    assert writer.last_seq == 5
+    writer.close()
+
+
 def test_replay_pages_skip_bad_lines_and_page_by_seq(tmp_path):
     path = tmp_path / "events.jsonl"
     write_lines(path, *ends(*range(1, 300)), "not json", *ends(*range(300, 700)))

@@ -136,6 +136,9 @@ class RunClient:
         """One request/reply on the control socket: the `expected` reply, or the Error the run answered;
         ClientError on timeout or a malformed reply."""
         timeout = self.timeout
+        if isinstance(message, (Hello, Replay)) and message.time is None:
+            # Stamped: a run that only gets to it after its deadline drops it unanswered (we will have given up).
+            message = dataclasses.replace(message, time=time.time())
         payload = message.encode()
         if len(payload) > MAX_REQUEST_BYTES:
             raise ClientError(f"request of {len(payload)} bytes is larger than the {MAX_REQUEST_BYTES} allowed")

@@ -329,6 +329,7 @@ class Hello(Message):
     """Request: the run so far. Answered with a Snapshot."""
 
     op: ClassVar[str] = "hello"
+    time: Any = None  # Unix seconds when sent: a run that only gets to it REQUEST_DEADLINE_SECONDS later drops it
 
 
 @dataclass(frozen=True)
@@ -338,6 +339,7 @@ class Replay(Message):
     op: ClassVar[str] = "replay"
     after_seq: int = 0
     limit: int = 5000
+    time: Any = None  # as Hello's
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ from scorch.telemetry.protocol import (
 
 QUEUE_SIZE = 10_000  # events waiting for the publisher thread; beyond this they are dropped and counted
 SEND_HWM = 10_000  # messages ZeroMQ holds per subscriber before dropping for it
+REQUEST_DEADLINE_SECONDS = 10.0  # a request stamped longer ago than this is dropped unanswered: its client gave up
 POLL_SECONDS = 0.02  # how often the thread looks at the queue when no request arrives
 STEP_BUCKETS = 512  # step history kept for charts: at most ~2 events per bucket
 KEPT_MESSAGES = 1000  # most recent log/command events kept in the snapshot
@@ -288,6 +289,7 @@ class Publisher(Callback):
         self._stopping = threading.Event()
         self._next_heartbeat = 0.0
         self._rest_until = 0.0  # no requests answered before this (time.monotonic()): see REQUEST_DUTY
+        self._expired = 0  # requests dropped unanswered since the last report: older than REQUEST_DEADLINE_SECONDS
         self._thread: threading.Thread | None = None
         self._auth: Any = None
         self.history = history or History()
@@ -472,6 +474,8 @@ class Publisher(Callback):
             reply = self._answer(frames[-1])
         except Exception as exc:  # noqa: BLE001 - no request may bring the publisher down
             reply = Error(reason=f"internal error: {type(exc).__name__}").encode()
+        if not reply:
+            return  # expired: dropped unanswered
         try:
             self.router.send_multipart(frames[:-1] + [reply], zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -484,6 +488,11 @@ class Publisher(Callback):
             request = decode_request(body)
         except ProtocolError as exc:
             return Error(reason=str(exc)).encode()
+        sent = getattr(request, "time", None)  # commands have their own window, and their refusals are told (_command)
+        if (not isinstance(request, CommandRequest) and isinstance(sent, (int, float)) and not isinstance(sent, bool)
+                and time.time() - sent > REQUEST_DEADLINE_SECONDS):
+            self._expired += 1
+            return b""  # its client has given up waiting: no answer, no work (see _answer_one)
         if isinstance(request, Hello):
             return self.history.snapshot(self.dropped)
         if isinstance(request, Replay):
@@ -534,7 +543,11 @@ class Publisher(Callback):
         now = time.monotonic()
         if now < self._next_drop_report:
             return
-        dropped, refused = self.dropped - self._reported_dropped, self._unlogged_refusals
+        dropped, refused, expired = self.dropped - self._reported_dropped, self._unlogged_refusals, self._expired
+        if expired:
+            self._expired = 0
+            self._log_event(Log(level="warning", message=f"telemetry: {expired} requests were dropped unanswered: older "
+                                f"than {REQUEST_DEADLINE_SECONDS:g} s when their turn came (a flood, or a slow link)"))
         if dropped:
             self._reported_dropped += dropped
             self._log_event(Log(level="warning", message=f"telemetry: {dropped} events were not streamed (publisher "

@@ -451,3 +451,28 @@ def test_the_client_hands_each_event_out_once_across_snapshots_and_reconnects(ru
     # THEN each snapshot hands out only what was not handed out before
     assert [e.seq for e in again.history] == list(range(12, 17))
     assert [e.seq for e in later.history] == [17, 18] and fresh.last_seq == 18
+
+
+def test_a_request_older_than_its_deadline_is_dropped_unanswered_and_counted(run):
+    from scorch.telemetry.protocol import Hello, Replay
+    from scorch.telemetry.publisher import REQUEST_DEADLINE_SECONDS
+
+    run.start()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(run.publisher.control_endpoint)
+    try:
+        # GIVEN a hello stamped long before its turn (its client gave up), then a fresh replay on the same connection
+        sock.send(Hello(time=time.time() - REQUEST_DEADLINE_SECONDS - 5).encode())
+        sock.send(Replay(after_seq=0, time=time.time()).encode())
+        # THEN the only answer is the replay's: the stale hello got no work and no reply
+        assert sock.poll(30_000)
+        assert json.loads(sock.recv())["op"] == "events"
+        # AND the drop is counted in the log, saying why
+        deadline = time.monotonic() + 60
+        while not [e for e in run.logged() if e["type"] == "log" and "dropped unanswered" in e["message"]]:
+            assert time.monotonic() < deadline, "no log of the dropped request"
+            time.sleep(0.1)
+        assert not sock.poll(0)
+    finally:
+        sock.close()

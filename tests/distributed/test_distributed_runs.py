@@ -136,7 +136,7 @@ def test_two_ranks_have_one_writer(two_ranks):
     # GIVEN a finished 2-rank run under mpirun
     # THEN there is one run folder, one event log numbered without gaps or repeats, one set of checkpoints
     assert sorted(p.name for p in two_ranks.parent.iterdir()) == ["run"]
-    assert sorted(p.name for p in (two_ranks / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (two_ranks / "checkpoints").iterdir()) == ["best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256"]
     events = read_events(two_ranks)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [e["type"] for e in events].count("run_started") == 1
@@ -202,7 +202,7 @@ def test_torchrun_trains_like_one_rank(one_rank, tmp_path):
     # THEN one writer recorded 2 ranks, and the weights equal one rank's with batch 32
     info = json.loads((run_dir / "run.json").read_text())
     assert info["backend"] == "torch" and info["world_size"] == 2
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256"]
     assert max_difference(weights(one_rank / "checkpoints/epoch-1.pt"), weights(run_dir / "checkpoints/last.pt")) < 1e-4
 
 

@@ -200,7 +200,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
                 "validate_on_train", "seed", "no_shuffle", "device", "monitor", "mode", "early_stop_patience",
                 "min_delta", "on_nan", "valid", "sanity_batches", "debug"),
     "checkpoints and resume": ("run_dir", "resume", "restart", "checkpoint", "dump_period", "keep", "on_save_error"),
-    "distributed (mpirun, horovodrun, torchrun: docs/distributed.md)": ("backend", "scale_lr", "stall_timeout"),
+    "distributed (mpirun, horovodrun, torchrun: docs/distributed.md)": ("backend", "scale_lr", "stall_timeout", "requeue"),
     "telemetry and output": ("telemetry", "bind", "curve_keys", "tensorboard", "progress", "headless", "log_interval"),
     "speed and gradients": ("workers", "amp", "accumulate", "clip_grad_norm", "clip_grad_value", "log_grad_norm"),
 }

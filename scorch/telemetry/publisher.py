@@ -264,7 +264,22 @@ class History:
 
 # -- the publisher --------------------------------------------------------------------------------
 
-class Publisher(Callback):
+class Threaded:
+    """Owns one thread that runs until `close()` sets `_stopping`; close is safe to call twice. The thread's loop
+    cleans up after itself (the publisher's publishes what is queued, briefly, and closes its sockets)."""
+
+    _thread: threading.Thread | None
+    _stopping: threading.Event
+
+    def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        thread.join(timeout=10)
+
+
+class Publisher(Threaded, Callback):
     """Publishes every event of the run and answers hello/replay/command requests (global rank 0 only).
 
     `emit` numbers and logs the `command` events this thread produces (the
@@ -357,14 +372,6 @@ class Publisher(Callback):
             self.dropped += 1
             return
         self._queue.append(event)
-
-    def close(self) -> None:
-        """Publish what is queued (briefly), stop the thread, close the sockets; safe to call twice."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stopping.set()
-        thread.join(timeout=10)
 
     # -- the publisher thread ---------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from typing import Any
 import zmq
 
 from scorch.telemetry.protocol import Event, Log, System
-from scorch.telemetry.publisher import is_loopback
+from scorch.telemetry.publisher import Threaded, is_loopback
 
 BEAT_SECONDS = 1.0  # a rank reports this often
 SILENT_SECONDS = 6.0  # no message for this long: rank 0 names the rank (well inside the 15 s users expect)
@@ -67,21 +67,7 @@ def _connectable(host: str) -> str:
     return host
 
 
-class _Threaded:
-    """Owns one thread that runs until `close()` sets `_stopping`; close is safe to call twice."""
-
-    _thread: threading.Thread | None
-    _stopping: threading.Event
-
-    def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stopping.set()
-        thread.join(timeout=10)
-
-
-class RankWatch(_Threaded):
+class RankWatch(Threaded):
     """Rank 0: the PULL end. `emit` takes the events it makes (the trainer's thread-safe emit)."""
 
     def __init__(self, size: int, hosts: list[str], emit: Callable[[Event], None], host: str = "127.0.0.1",
@@ -253,7 +239,7 @@ class RankWatch(_Threaded):
             pass
 
 
-class RankReporter(_Threaded):
+class RankReporter(Threaded):
     """Every rank: the PUSH end (its `close` sends `bye`: this rank ended, it is not silent). `probe()` returns the training thread's current figures (read here,
     on this thread: step, phase, step_time, data_time, collective_wait); `sampler` is a SystemSampler."""
 

@@ -75,10 +75,10 @@ class Hang(Exception):
     """A trial exceeded its time limit."""
 
 
-def env() -> dict:
+def env(**extra: str) -> dict:
     """The children's environment: one intra-op thread (a spinning pool on a shared 2-core box makes
     a tiny model many times slower and every timing noise)."""
-    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
     e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
     return e
 
@@ -90,28 +90,33 @@ def train_args(run_dir: str, *extra: str, size: int, model: str = "", telemetry:
     return args + ([] if telemetry else ["--no-telemetry"]) + list(extra)
 
 
+def raw_events(run_dir: str) -> list[dict]:
+    """events.jsonl's whole lines as written (no seq checks: the drill counts what a reader would refuse)."""
+    try:
+        data = open(os.path.join(run_dir, "events.jsonl"), "rb").read()
+    except OSError:
+        return []
+    out = []
+    for line in data.split(b"\n")[:-1]:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
 class Proc:
     """A scorch-train process; stderr kept in a file beside its run folder."""
 
-    def __init__(self, run_dir: str, args: list[str]) -> None:
+    def __init__(self, run_dir: str, args: list[str], **extra_env: str) -> None:
         self.run_dir = run_dir
         self.err_path = f"{run_dir}.{time.monotonic_ns()}.stderr"
         self._err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "scorch.cli", *args], env=env(), stdout=subprocess.DEVNULL,
-                                     stderr=self._err, start_new_session=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "scorch.cli", *args], env=env(**extra_env),
+                                     stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True)
 
     def events(self) -> list[dict]:
-        try:
-            data = open(os.path.join(self.run_dir, "events.jsonl"), "rb").read()
-        except OSError:
-            return []
-        out = []
-        for line in data.split(b"\n")[:-1]:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
+        return raw_events(self.run_dir)
 
     def has(self, wanted: Any) -> Any:
         """A check for `wait_for`: the events of the run for which `wanted(event)` holds."""
@@ -182,18 +187,20 @@ def check_folder(run_dir: str) -> tuple[int, int, str]:
     return good, bad, problem
 
 
-def same_state(a: dict, b: dict) -> bool:
+def equal(x: Any, y: Any) -> bool:
+    """Tensors (dtype and every bit), dicts, lists and values, alike all the way down."""
     import torch
 
-    def equal(x: Any, y: Any) -> bool:
-        if isinstance(x, torch.Tensor):
-            return isinstance(y, torch.Tensor) and x.dtype == y.dtype and torch.equal(x, y)
-        if isinstance(x, dict):
-            return isinstance(y, dict) and x.keys() == y.keys() and all(equal(x[k], y[k]) for k in x)
-        if isinstance(x, (list, tuple)):
-            return type(x) is type(y) and len(x) == len(y) and all(equal(i, j) for i, j in zip(x, y))
-        return x == y
+    if isinstance(x, torch.Tensor):
+        return isinstance(y, torch.Tensor) and x.dtype == y.dtype and torch.equal(x, y)
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(equal(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return type(x) is type(y) and len(x) == len(y) and all(equal(i, j) for i, j in zip(x, y))
+    return x == y
 
+
+def same_state(a: dict, b: dict) -> bool:
     return equal(a["model_state"], b["model_state"]) and equal(a["optimizer_state"], b["optimizer_state"]) \
         and a["step"] == b["step"]
 
@@ -204,6 +211,7 @@ class Row:
     trials: int = 0
     loadable: str = "-"
     exact: str = "-"
+    bar: str = "-"  # what must be 0, counted: "0 folders written by two processes"
     hangs: int = 0
     crashes: int = 0
     notes: list[str] = field(default_factory=list)
@@ -295,6 +303,7 @@ def kill_drill(work: str, trials: int, rng: random.Random) -> Row:
     stale = len(temp_files(run_dir))
     row.loadable = f"{loaded}/{loaded + files_bad} files"
     row.exact = f"{resumed}/{row.trials} resumed"
+    row.bar = f"{files_bad} checkpoints lost"
     row.notes += [f"{mid_write} kills landed mid-write", f"{torn} torn log tails (skipped, then cut on resume)",
                   f"{stale} stale .tmp files left in checkpoints/"]
     return row
@@ -380,9 +389,360 @@ def preempt_drill(work: str, trials: int, rng: random.Random) -> Row:
         shutil.rmtree(run_dir, ignore_errors=True)
     row.loadable = f"{loadable}/{row.trials} runs"
     row.exact = f"{exact}/{row.trials}"
+    row.bar = f"{row.trials - exact} inexact resumes"
     row.notes.append(f"{preempted}/{row.trials} exited 0 'preempted' with a 'signal' checkpoint")
     if missed:
         row.notes.append(f"{missed} more runs finished before their signal arrived (not counted)")
+    return row
+
+
+# -- two writers ----------------------------------------------------------------------------------
+
+START_LINE = os.path.join(ROOT, "tests", "faults", "start_line_dataset.py")  # releases processes together
+WRITER_KINDS = ("two fresh runs released together", "two resumes released together", "--resume of a live run",
+                "a fresh run into a live run's folder")
+
+
+def written_by(run_dir: str, writers: set[int]) -> str:
+    """"" if the folder reads as written by the processes `writers` only (one after another), else the evidence
+    of another writer: seq numbers used twice or skipped, a run_started, run.json, lease.json or last.pt of another."""
+    from scorch import checkpoint as ckpt
+
+    events = raw_events(run_dir)  # as written: the reader would refuse a seq out of order, hiding a second writer
+    seqs = [e["seq"] for e in events]
+    if seqs != list(range(1, len(seqs) + 1)):
+        return f"events.jsonl: {len(seqs) - len(set(seqs))} seq numbers used twice, {len(seqs)} lines not 1..{len(seqs)}"
+    starters = {e["pid"] for e in events if e["type"] == "run_started"} - writers
+    if starters:
+        return f"events.jsonl: run_started by pid {sorted(starters)}, not the winner"
+    for name in ("run.json", "lease.json"):
+        with open(os.path.join(run_dir, name)) as fh:
+            pid = json.load(fh).get("pid")
+        if pid not in writers:
+            return f"{name} names pid {pid}, not the winner"
+    saved = [e["epoch"] for e in events if e["type"] == "checkpoint_saved" and e["path"].endswith("/last.pt")]
+    if saved != sorted(saved):
+        return f"last.pt went back: epochs {saved}"
+    last = ckpt.load(os.path.join(run_dir, "checkpoints", "last.pt"))["epoch"]
+    if saved and last != saved[-1]:
+        return f"last.pt holds epoch {last}, the log's last save epoch {saved[-1]}"
+    return ""
+
+
+def refused_by_name(proc: Proc, holder: int) -> str:
+    """"" if `proc` was refused as a second writer (exit 2, one line naming the holder's pid), else what it did."""
+    code, err = proc.proc.returncode, proc.stderr()
+    named = (f"is in use by scorch-train pid {holder} " in err or "already holds a run" in err) and str(holder) in err
+    if code == 2 and named and err.count("\n") == 1 and "Traceback" not in err:
+        return ""
+    return f"the second writer: exit {code}, {err.strip()[-600:] or 'nothing said'}"
+
+
+def race(run_dir: str, args: list[str], go: str) -> list[Proc]:
+    """Two scorch-train processes with `args`, held at the start line until both are there, then released."""
+    procs = [Proc(run_dir, args, SCORCH_TEST_GO=go) for _ in range(2)]
+    deadline = time.monotonic() + TRIAL_TIMEOUT
+    while len(glob.glob(go + ".ready.*")) < 2 and all(p.proc.poll() is None for p in procs):
+        if time.monotonic() > deadline:
+            raise Hang()
+        time.sleep(0.01)
+    open(go, "w").close()
+    for proc in procs:
+        proc.wait()
+    return procs
+
+
+def two_writer_drill(work: str, trials: int, rng: random.Random) -> Row:
+    """Rounds of four trials, one of each WRITER_KINDS: a race into a new folder, a race of two resumes of the
+    folder it left, then a live run that a --resume and a fresh run try to take over. A trial counts as a folder
+    written by two processes when `written_by` finds another writer's mark or the second one did not exit 2."""
+    row = Row("two writers, one folder")
+    race_args = ["--epochs", "4", "--dataset", START_LINE]  # seconds of training: the loser comes while it runs
+    two = named = loaded = unloaded = 0
+    kinds = dict.fromkeys(WRITER_KINDS, 0)
+
+    def judge(kind: str, run_dir: str, winners: set[int], loser: Proc, holder: int) -> None:
+        nonlocal two, named, loaded, unloaded
+        row.trials += 1
+        kinds[kind] += 1
+        refusal = refused_by_name(loser, holder)
+        named += not refusal
+        shared = written_by(run_dir, winners) or ("" if loser.proc.returncode == 2 else refusal)
+        two += bool(shared)
+        good, bad, problem = check_folder(run_dir)
+        loaded, unloaded = loaded + good, unloaded + bad
+        if refusal or shared or bad:
+            row.fail(f"trial {row.trials} ({kind}): {shared or refusal or problem}")
+        print(f"  two-writer trial {row.trials}/{trials} ({kind}): {'TWO WRITERS' if shared else 'one writer'}, "
+              f"{'refused naming the holder' if not refusal else 'refusal WRONG'}", flush=True)
+
+    for round_ in range(trials):
+        if row.trials >= trials or row.failures:
+            break
+        run_dir = os.path.join(work, f"writers-{round_}")
+        procs: list[Proc] = []
+        try:
+            # 1. two fresh runs into one new folder, released within microseconds of each other
+            procs = race(run_dir, train_args(run_dir, *race_args, size=5000), os.path.join(work, f"go-{round_}-new"))
+            codes = sorted(p.proc.returncode for p in procs)
+            if codes != [0, 2]:
+                row.crashes += any(c not in (0, 2) for c in codes)
+            winner = next((p for p in procs if p.proc.returncode == 0), procs[0])
+            loser = procs[1] if winner is procs[0] else procs[0]
+            judge(WRITER_KINDS[0], run_dir, {winner.proc.pid}, loser, winner.proc.pid)
+            if row.trials >= trials:
+                break
+            # 2. two resumes of that finished run, released together
+            first = winner.proc.pid
+            procs = race(run_dir, ["--resume", run_dir, "--headless", "--epochs", "8", "--dataset", START_LINE],
+                         os.path.join(work, f"go-{round_}-resume"))
+            winner = next((p for p in procs if p.proc.returncode == 0), procs[0])
+            loser = procs[1] if winner is procs[0] else procs[0]
+            row.crashes += any(p.proc.returncode not in (0, 2) for p in procs)
+            judge(WRITER_KINDS[1], run_dir, {first, winner.proc.pid}, loser, winner.proc.pid)
+            if row.trials >= trials:
+                break
+            # 3 and 4. a live run (checkpointing many times a second), a --resume and a fresh run into its folder
+            live_dir = os.path.join(work, f"live-{round_}")
+            live = Proc(live_dir, train_args(live_dir, "--epochs", "100000", "--max-train-iterations", "5",
+                                             size=2000, telemetry=True))
+            procs = [live]
+            if not live.wait_for(live.has(lambda e: e["type"] == "checkpoint_saved")):
+                row.crashes += 1
+                row.fail(f"the live run ended (exit {live.proc.returncode}):\n{live.stderr()[-2000:]}")
+                break
+            before = {name: open(os.path.join(live_dir, name), "rb").read() for name in ("run.json", ".token")}
+            for kind, args in ((WRITER_KINDS[2], ["--resume", live_dir, "--headless"]),
+                               (WRITER_KINDS[3], train_args(live_dir, "--epochs", "3", size=2000))):
+                if row.trials >= trials:
+                    break
+                time.sleep(rng.uniform(0.0, 1.0))
+                intruder = Proc(live_dir, args)
+                procs.append(intruder)
+                intruder.wait()
+                row.crashes += intruder.proc.returncode not in (0, 2)
+                after = {name: open(os.path.join(live_dir, name), "rb").read() for name in before}
+                if after != before:
+                    row.fail(f"{kind}: {[n for n in before if before[n] != after[n]]} of the live run replaced")
+                    two += 1
+                if live.proc.poll() is not None:
+                    row.fail(f"{kind}: the live run ended (exit {live.proc.returncode}) while the intruder came")
+                judge(kind, live_dir, {live.proc.pid}, intruder, live.proc.pid)
+            live.proc.send_signal(signal.SIGTERM)  # the live run ends as a preempted one: its own end, recorded
+            if live.wait() != 0:
+                row.crashes += 1
+                row.fail(f"the live run's SIGTERM: exit {live.proc.returncode}:\n{live.stderr()[-2000:]}")
+            if written_by(live_dir, {live.proc.pid}):
+                row.fail(f"after the live run ended: {written_by(live_dir, {live.proc.pid})}")
+        except Hang:
+            row.hangs += 1
+            row.fail(f"trial {row.trials + 1}: a process neither progressed nor ended within {TRIAL_TIMEOUT:.0f} s")
+        finally:
+            for proc in procs:
+                proc.kill()
+    row.loadable = f"{loaded}/{loaded + unloaded} files"
+    row.bar = f"{two} folders written by two processes"
+    row.notes += [f"{n} x {kind}" for kind, n in kinds.items()]
+    row.notes.append(f"{named}/{row.trials} second writers exited 2 with one line naming the holder's pid")
+    return row
+
+
+# -- damaged checkpoints --------------------------------------------------------------------------
+
+# The two-input example whose Network writes the weights it is handed to load into $SCORCH_DRILL_LOADED
+# (torch.save): what a run really loaded, whatever it says it loaded.
+PROBE_MODEL = f'''
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, {os.path.join(ROOT, "examples")!r})
+from two_inputs.model import Network as TwoInputs, Socket  # noqa: F401
+
+
+class Network(TwoInputs):
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        if os.environ.get("SCORCH_DRILL_LOADED"):
+            torch.save(state_dict, os.environ["SCORCH_DRILL_LOADED"])
+        return super().load_state_dict(state_dict, *args, **kwargs)
+'''
+DAMAGES = ("one bit flipped", "a byte of a weight changed", "random bytes written over a run", "a 512-byte sector zeroed")
+LOADERS = ("--resume RUN_DIR", "--resume FILE", "-c FILE")
+
+
+def tensor_offsets(path: str) -> list[tuple[int, int]]:
+    """(start, size) in the file of each tensor torch stored in the checkpoint zip."""
+    import struct
+    import zipfile
+
+    spans = []
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
+        for info in archive.infolist():
+            if "/data/" in info.filename and info.file_size:
+                fh.seek(info.header_offset)
+                name_len, extra_len = struct.unpack("<HH", fh.read(30)[26:30])
+                spans.append((info.header_offset + 30 + name_len + extra_len, info.file_size))
+    return spans
+
+
+def damage(path: str, how: str, rng: random.Random) -> str:
+    """Change bytes of `path` in place (its inode: every hard link to it too), as a disk, a copy or memory would;
+    the modification time is put back, as bit rot leaves it. Returns where."""
+    size = os.path.getsize(path)
+    stat = os.stat(path)
+    with open(path, "r+b") as fh:
+        if how == "a byte of a weight changed":
+            start, length = rng.choice(tensor_offsets(path))
+            offset, new = start + rng.randrange(length), None
+        elif how == "a 512-byte sector zeroed":
+            offset = rng.randrange(0, max(1, size // 512)) * 512
+            fh.seek(offset)
+            old = fh.read(512)
+            if old.count(0) == len(old):  # already zeros there: another sector
+                return damage(path, how, rng)
+            fh.seek(offset)
+            fh.write(bytes(len(old)))
+            new = b""
+        elif how == "random bytes written over a run":
+            offset = rng.randrange(size)
+            fh.seek(offset)
+            old = fh.read(rng.randint(2, 64))
+            fresh = rng.randbytes(len(old))
+            while fresh == old:
+                fresh = rng.randbytes(len(old))
+            fh.seek(offset)
+            fh.write(fresh)
+            new = b""
+        else:
+            offset, new = rng.randrange(size), None
+        if new is None:  # one byte: a bit flipped, or (inside a weight) any other value
+            fh.seek(offset)
+            byte = fh.read(1)[0]
+            value = byte ^ (1 << rng.randrange(8)) if how == "one bit flipped" else rng.choice([b for b in range(256) if b != byte])
+            fh.seek(offset)
+            fh.write(bytes([value]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return f"{how} at byte {offset} of {size}"
+
+
+def pristine_run(work: str) -> tuple[str, dict[str, bytes], dict[str, dict]]:
+    """A finished run (5 epochs, last.pt, prev.pt, best.pt, 2 kept epoch-K.pt, each with its digest), and every
+    checkpoint's bytes and contents, read once through scorch's digest check."""
+    from scorch import checkpoint as ckpt
+
+    model = os.path.join(work, "probe_model.py")
+    with open(model, "w") as fh:
+        fh.write(PROBE_MODEL)
+    run_dir = os.path.join(work, "pristine")
+    proc = Proc(run_dir, train_args(run_dir, "--epochs", "5", "--keep", "2", size=1000, model=model))
+    try:
+        if proc.wait() != 0:
+            raise RuntimeError(f"the run to damage failed (exit {proc.proc.returncode}):\n{proc.stderr()[-2000:]}")
+    finally:
+        proc.kill()
+    folder = os.path.join(run_dir, "checkpoints")
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".pt"))
+    return run_dir, {n: open(os.path.join(folder, n), "rb").read() for n in names}, \
+        {n: ckpt.load(os.path.join(folder, n)) for n in names}
+
+
+def corruption_drill(work: str, trials: int, rng: random.Random) -> Row:
+    """Each trial: a copy of one finished run folder (hard links kept), one, two or every checkpoint damaged
+    (DAMAGES), then a real scorch-train loads it (LOADERS). A damaged checkpoint counts as loaded when the
+    run says it resumed from one, or when the weights the model was handed (PROBE_MODEL) are not exactly those
+    of an intact file; --resume RUN_DIR must take the newest intact one, and the rest refuse by name (exit 2)."""
+    import torch
+
+    from scorch import checkpoint as ckpt
+    from scorch.errors import ScorchError
+
+    row = Row("damaged checkpoints")
+    try:
+        pristine, original, contents = pristine_run(work)
+    except RuntimeError as exc:
+        row.crashes += 1
+        row.fail(str(exc))
+        return row
+    damaged_loaded = fell_back = refused = in_process = files_damaged = 0
+    how_counts = dict.fromkeys(DAMAGES, 0)
+    for trial in range(trials):
+        run_dir = os.path.join(work, f"damaged-{trial}")
+        subprocess.run(["cp", "-a", pristine, run_dir], check=True)  # -a: best.pt/epoch-K.pt stay links to last.pt
+        folder = os.path.join(run_dir, "checkpoints")
+        names = sorted(original)
+        count = rng.choice([1] * 6 + [2] * 3 + [len(names)])
+        victims = rng.sample(names, count)
+        where = []
+        for name in victims:
+            how = rng.choice(DAMAGES)
+            how_counts[how] += 1
+            where.append(f"{name}: {damage(os.path.join(folder, name), how, rng)}")
+        intact = {n for n in names if open(os.path.join(folder, n), "rb").read() == original[n]}
+        for name in set(names) - intact:  # every damaged file (links included) is refused by the loader itself
+            files_damaged += 1
+            try:
+                ckpt.load(os.path.join(folder, name))
+                in_process += 1
+                row.fail(f"trial {trial}: ckpt.load accepted damaged {name} ({'; '.join(where)})")
+            except ScorchError:
+                pass
+        loader = LOADERS[trial % len(LOADERS)]
+        target = os.path.join(folder, rng.choice(sorted(set(names) - intact)))
+        if loader == "--resume RUN_DIR":
+            args = ["--resume", run_dir, "--headless", "--epochs", "6"]
+            newest = max(((contents[n]["epoch"], contents[n]["step"]) for n in intact), default=None)
+            expected = {n for n in intact if (contents[n]["epoch"], contents[n]["step"]) == newest} or None
+        elif loader == "--resume FILE":
+            args, expected = ["--resume", target, "--headless", "--epochs", "6"], None
+        else:
+            args = train_args(os.path.join(run_dir, "from-c"), "--epochs", "1", "-c", target, size=1000,
+                              model=os.path.join(work, "probe_model.py"))
+            expected = None
+        probe = os.path.join(run_dir, "loaded-weights.pt")
+        proc = Proc(run_dir, args, SCORCH_DRILL_LOADED=probe)
+        try:
+            code = proc.wait()
+        except Hang:
+            row.hangs += 1
+            row.fail(f"trial {trial}: {loader} did not end within {TRIAL_TIMEOUT:.0f} s")
+            continue
+        finally:
+            proc.kill()
+        row.trials += 1
+        err = proc.stderr()
+        started = [e for e in proc.events() if e["type"] == "run_started" and e["pid"] == proc.proc.pid]
+        resumed_from = started[-1]["resumed_from"] if started else None
+        weights = torch.load(probe, weights_only=False) if os.path.exists(probe) else None
+        matches = [n for n in names if weights is not None and equal(dict(weights), dict(contents[n]["model_state"]))]
+        bad = (resumed_from is not None and os.path.basename(resumed_from) not in intact) or \
+            (weights is not None and not (set(matches) & intact))
+        damaged_loaded += bad
+        if expected is not None:
+            took = os.path.basename(resumed_from or "")
+            ok = code == 0 and took in expected and took in matches  # the newest intact file, and its very weights
+            fell_back += ok
+            outcome = f"resumed from {took}" if ok else "WRONG"
+        else:
+            named = [n for n in set(names) - intact if os.path.join(folder, n) in err]
+            ok = code == 2 and weights is None and "is damaged" in err and "Traceback" not in err and (
+                named if loader == "--resume RUN_DIR" else target in err)
+            refused += ok
+            outcome = "refused by name" if ok else "WRONG"
+        if bad or not ok:
+            row.crashes += code not in (0, 2)
+            row.fail(f"trial {trial} ({loader}; {'; '.join(where)}): exit {code}, resumed from {resumed_from}, "
+                     f"weights equal to {matches or 'no intact file'}:\n{err[-1500:]}")
+        print(f"  damage trial {row.trials}/{trials} ({loader}; {len(victims)} of {len(names)} files damaged, "
+              f"{len(intact)} intact): {outcome}", flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    row.loadable = f"{files_damaged}/{files_damaged} damaged files refused" if not in_process else \
+        f"{files_damaged - in_process}/{files_damaged} damaged files refused"
+    row.exact = f"{fell_back} fell back, {refused} refused"
+    row.bar = f"{damaged_loaded + in_process} damaged checkpoints loaded"
+    row.notes += [f"{n} x {how}" for how, n in how_counts.items()]
+    row.notes.append(f"loaders: {', '.join(LOADERS)} in turn; {fell_back} --resume RUN_DIR took the newest intact file, "
+                     f"{refused} refused naming the damaged file(s) with exit 2")
     return row
 
 
@@ -470,6 +830,7 @@ def fuzz_drill(work: str, messages: int, window: float, seed: int) -> Row:
             row.crashes += code is not None
             row.fail(f"the run ended with exit {code} after the flood:\n{proc.stderr()[-2000:]}")
         accepted = [e for e in events if e["type"] == "command" and e["status"] == "accepted"]
+        row.bar = f"{len(accepted) - 1} hostile messages taken as commands"
         if [e["command"] for e in accepted] != ["stop"]:  # scorch-ctl's, and nothing else
             row.fail(f"hostile messages were taken as commands: {accepted}")
         refused = sum(1 for e in events if e["type"] == "command" and e["status"] == "refused")
@@ -494,8 +855,8 @@ def fuzz_drill(work: str, messages: int, window: float, seed: int) -> Row:
 # -- the table ------------------------------------------------------------------------------------
 
 def table(rows: list[Row]) -> str:
-    head = ["drill", "trials", "loadable checkpoints", "exact resumes", "hangs", "crashes"]
-    body = [[r.drill, str(r.trials), r.loadable, r.exact, str(r.hangs), str(r.crashes)] for r in rows]
+    head = ["drill", "trials", "loadable checkpoints", "exact resumes", "the bar (must be 0)", "hangs", "crashes"]
+    body = [[r.drill, str(r.trials), r.loadable, r.exact, r.bar, str(r.hangs), str(r.crashes)] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body), ""]
@@ -508,6 +869,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=50, help="kill -9 trials (default: %(default)s)")
     parser.add_argument("--preempts", type=int, default=20, help="SIGTERM trials (default: %(default)s)")
+    parser.add_argument("--two-writers", type=int, default=20, help="two-writer trials (default: %(default)s)")
+    parser.add_argument("--corruptions", type=int, default=50, help="damaged-checkpoint trials (default: %(default)s)")
+    parser.add_argument("--replays", type=int, default=1000, help="replays of a captured command (default: %(default)s)")
     parser.add_argument("--fuzz", type=int, default=10_000, help="hostile control messages, at least (default: %(default)s)")
     parser.add_argument("--window", type=float, default=5.0, help="seconds each training speed is measured over")
     parser.add_argument("--quick", action="store_true", help="4 kills, 3 SIGTERMs, 2,000 messages: a smoke run")
@@ -529,6 +893,10 @@ def main() -> int:
             rows.append(kill_drill(work, args.kills, rng))
         if args.preempts:
             rows.append(preempt_drill(work, args.preempts, rng))
+        if args.two_writers:
+            rows.append(two_writer_drill(work, args.two_writers, rng))
+        if args.corruptions:
+            rows.append(corruption_drill(work, args.corruptions, rng))
         if args.fuzz:
             rows.append(fuzz_drill(work, args.fuzz, args.window, seed))
     finally:

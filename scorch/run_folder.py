@@ -213,9 +213,7 @@ class RunFolder:
                     time.sleep(0.05)
                     continue
                 os.close(fd)
-                raise ScorchError(f"--run-dir {self.path} is in use by {describe_holder(read_lease(self.path))}: a run "
-                                  f"folder has one writer. Wait for it to end or stop it (scorch-ctl {self.path} stop), "
-                                  "or choose another --run-dir") from None
+                raise ScorchError(self._in_use()) from None
         self._lock_fd = fd
         lease = read_lease(self.path)
         renewed = lease.get("renewed")
@@ -232,6 +230,10 @@ class RunFolder:
         self._stop_renewing.clear()
         self._renewer = threading.Thread(target=self._renew, name="scorch-lease", daemon=True)
         self._renewer.start()
+
+    def _in_use(self) -> str:
+        return (f"--run-dir {self.path} is in use by {describe_holder(read_lease(self.path))}: a run folder has one "
+                f"writer. Wait for it to end or stop it (scorch-ctl {self.path} stop), or choose another --run-dir")
 
     def _reserve(self) -> None:
         """Set disk space aside for the run's last words: on a disk that fills up, `free_reserve` gives it back
@@ -285,6 +287,8 @@ class RunFolder:
         checkpoint, whose event log is then continued. A run with checkpoints is never started over."""
         if not os.path.exists(self.events_path):
             return
+        if self._lock_fd < 0 and liveness(self.path).state == "live":  # not "--resume it": that would be refused too
+            raise ScorchError(self._in_use())
         if self.has_checkpoint():
             raise ScorchError(f"--run-dir {self.path} already holds a run; continue it with --resume {self.path} "
                               "or choose another --run-dir")

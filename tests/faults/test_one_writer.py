@@ -9,12 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from helpers.faults import EXAMPLES, Job, child_env, events_of, of_type, run_args, wait_until
+from helpers.faults import Job, child_env, events_of, of_type, run_args, wait_until
 from scorch_tui.runs import list_runs
 
 from scorch import run_folder
@@ -54,6 +53,11 @@ def test_resume_of_a_live_run_is_refused_naming_it_and_the_live_run_goes_on_unto
         assert code == 2, err
         assert f"pid {live.pid} on host {socket.gethostname()}" in err and "Traceback" not in err, err
         assert err.count("\n") == 1, err
+        # AND a fresh run into the same folder is refused the same way, naming the live process (not told to --resume it)
+        with Job(run_dir, run_args(run_dir, "--epochs", "1", size=1000), logs=tmp_path) as fresh:
+            code = fresh.wait()
+        err = fresh.stderr()
+        assert code == 2 and f"is in use by scorch-train pid {live.pid} on host" in err and err.count("\n") == 1, err
         # AND the live run's files are as it wrote them: same run.json and token, one writer's log
         assert contents(run_dir) == before
         epochs = [e["epoch"] for e in of_type(one_writer_log(run_dir), "checkpoint_saved")]
@@ -67,41 +71,14 @@ def test_resume_of_a_live_run_is_refused_naming_it_and_the_live_run_goes_on_unto
     assert [e["status"] for e in ended] == ["stopped"]
 
 
-# The two-input dataset whose last DataSet (mode "test", built just before the run folder is taken)
-# says it is ready ($SCORCH_TEST_GO.ready.PID), then spins until the file $SCORCH_TEST_GO exists: two
-# processes then take the run folder within a fraction of a millisecond of each other.
-WAITING_DATASET = textwrap.dedent('''
-    import os
-    import sys
-    import time
-
-    sys.path.insert(0, {examples!r})
-    from two_inputs.dataset import DataSet as TwoInputs, DataSetIndex  # noqa: F401
-
-
-    class DataSet(TwoInputs):
-        def __init__(self, index, mode="train"):
-            super().__init__(index, mode)
-            if mode == "test":
-                go = os.environ["SCORCH_TEST_GO"]
-                open(go + f".ready.{{os.getpid()}}", "w").close()
-                deadline = time.monotonic() + 120
-                while not os.path.exists(go) and time.monotonic() < deadline:
-                    pass
-''')
-
-
-def waiting_dataset(folder: Path) -> Path:
-    path = folder / "waiting_dataset.py"
-    path.write_text(WAITING_DATASET.format(examples=str(EXAMPLES)))
-    return path
+START_LINE = str(Path(__file__).with_name("start_line_dataset.py"))  # two processes released together
 
 
 def race(tmp_path: Path, run_dir: Path, trial: int = 0, resume: bool = False) -> tuple[list[int], list[str]]:
     """Two runs (fresh, or resuming the finished run in `run_dir`) released into the same folder at the same
     instant: their exit codes and stderr."""
     go = tmp_path / f"go-{trial}"
-    dataset = str(waiting_dataset(tmp_path))
+    dataset = START_LINE
     if resume:
         args = ["--resume", str(run_dir), "--headless", "--epochs", "40", "--dataset", dataset]
     else:

@@ -746,6 +746,259 @@ def corruption_drill(work: str, trials: int, rng: random.Random) -> Row:
     return row
 
 
+# -- replayed and forged commands -----------------------------------------------------------------
+
+class Sniffer:
+    """An eavesdropper on the loopback interface (a raw AF_PACKET socket: root): the TCP payload that clients
+    send to `port`, one byte stream per connection, as it crossed the wire."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self.port = port
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
+        self.sock.bind(("lo", 0))
+        self.sock.settimeout(0.05)
+        self.segments: dict[int, dict[int, bytes]] = {}  # client port -> TCP seq -> payload
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import socket
+        import struct
+
+        while not self._stop.is_set():
+            try:
+                frame, address = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            if address[2] == socket.PACKET_OUTGOING or frame[12:14] != b"\x08\x00":  # each packet once; IPv4 only
+                continue
+            ip = frame[14:]
+            if ip[9] != 6:  # TCP
+                continue
+            header, total = (ip[0] & 0x0F) * 4, struct.unpack(">H", ip[2:4])[0]
+            tcp = ip[header:total]
+            source, destination, seq = struct.unpack(">HHI", tcp[:8])
+            payload = tcp[(tcp[12] >> 4) * 4:]
+            if destination == self.port and payload:
+                self.segments.setdefault(source, {})[seq] = payload
+
+    def streams(self) -> list[bytes]:
+        """Each client connection's bytes, in TCP order (a retransmission counted once)."""
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+        return [b"".join(part for _, part in sorted(segs.items())) for segs in self.segments.values()]
+
+
+def zmtp_messages(data: bytes) -> tuple[list[list[bytes]], int]:
+    """The messages (lists of frames) in one direction of a ZMTP 3 connection after its 64-byte greeting, and
+    where the first of them starts (the handshake is what comes before): commands (READY) and an incomplete tail
+    are passed over."""
+    import struct
+
+    messages, frames, at, first = [], [], 64, len(data)
+    while at + 2 <= len(data):
+        flags = data[at]
+        if flags & 0x02:  # a long frame: 8-byte size
+            if at + 9 > len(data):
+                break
+            size, start = struct.unpack(">Q", data[at + 1:at + 9])[0], at + 9
+        else:
+            size, start = data[at + 1], at + 2
+        if start + size > len(data):
+            break
+        if not flags & 0x04:  # not a command
+            first = min(first, at)
+            frames.append(data[start:start + size])
+            if not flags & 0x01:  # the last frame of a message
+                messages.append(frames)
+                frames = []
+        at = start + size
+    return messages, first
+
+
+def zmtp_frame(body: bytes) -> bytes:
+    """One final message frame, as ZMTP 3 puts it on the wire."""
+    import struct
+
+    return (bytes([0x00, len(body)]) if len(body) < 256 else b"\x02" + struct.pack(">Q", len(body))) + body
+
+
+def send_raw(host: str, port: int, stream: bytes, timeout: float = 30.0) -> dict:
+    """`stream` (a client's bytes as they crossed the wire) sent on a new TCP connection; the run's first reply."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        # In the steps of the ZMTP handshake, as the client did: the greeting's signature, then the rest of the
+        # greeting, each once the server has answered its part; then READY and the message. (libzmq drops a peer
+        # whose bytes run ahead of its own greeting.)
+        data = b""
+        for start, end in ((0, 10), (10, 64)):
+            sock.sendall(stream[start:end])
+            try:
+                while len(data) < end:  # the server's greeting is as long as ours
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return {"status": "closed"}
+                    data += chunk
+            except TimeoutError:
+                return {"status": "no answer"}
+        sock.sendall(stream[64:])
+        while True:
+            messages, _ = zmtp_messages(data) if len(data) >= 64 else ([], 0)
+            if messages:
+                return json.loads(messages[0][-1])
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return {"status": "no answer"}
+            if not chunk:
+                return {"status": "closed"}
+            data += chunk
+
+
+def capture(port: int, command: list[str]) -> tuple[bytes, dict, subprocess.CompletedProcess]:
+    """Run `command` (a scorch-ctl) while eavesdropping on `port`: the client's whole byte stream as captured,
+    the signed request in it, and how the command ended."""
+    sniffer = Sniffer(port)
+    try:
+        done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=120)
+    finally:
+        streams = sniffer.streams()
+    for stream in streams:
+        for message in zmtp_messages(stream)[0]:
+            try:
+                request = json.loads(message[-1])
+            except ValueError:
+                continue
+            if isinstance(request, dict) and request.get("op") == "command":
+                return stream, request, done
+    raise RuntimeError(f"no command captured on port {port} ({len(streams)} connections): {done.stderr.strip()}")
+
+
+def reply_key(reply: dict) -> str:
+    reason = str(reply.get("reason") or "")
+    return f"{reply.get('status')}{': ' + reason.split(':')[0].split(' (')[0] if reason else ''}"
+
+
+def replay_drill(work: str, replays: int, rng: random.Random) -> Row:
+    """A live run with telemetry. `scorch-ctl checkpoint` is captured off the loopback wire (Sniffer) and its exact
+    bytes, the ZMTP handshake and all, are sent again `replays` times on new connections, then once more after the
+    time window; forgeries built from it (another key, a changed body, a moved time, the token in clear, no mac)
+    go in the same way. Then a captured `scorch-ctl stop` ends the run, which is resumed, and both captured
+    commands are replayed to the new process. A command applied twice: an id with two `applied` events, or an
+    accepted reply to anything but the one real command."""
+
+    from scorch.telemetry.auth import WINDOW_SECONDS, sign
+    from scorch.telemetry.client import read_token
+    from scorch.telemetry.protocol import CommandRequest
+
+    row = Row("replayed and forged commands")
+    run_dir = os.path.join(work, "replay")
+    args = train_args(run_dir, "--epochs", "100000", size=40_000, telemetry=True)
+    proc = Proc(run_dir, args)
+    replies: dict[str, int] = {}
+    taken = 0
+    ctl = [sys.executable, "-m", "scorch.ctl", run_dir]
+
+    def send(host: str, port: int, stream: bytes, what: str) -> None:
+        nonlocal taken
+        reply = send_raw(host, port, stream)
+        key = f"{what}: {reply_key(reply)}"
+        replies[key] = replies.get(key, 0) + 1
+        if reply.get("status") != "refused":
+            taken += reply.get("status") == "accepted"
+            row.fail(f"{what}: answered {reply}")
+
+    try:
+        if not proc.wait_for(proc.has(lambda e: e["type"] == "step")):
+            row.crashes += 1
+            row.fail(f"the live run ended before training:\n{proc.stderr()[-2000:]}")
+            return row
+        endpoint = json.load(open(os.path.join(run_dir, "run.json")))["telemetry"]["control"]
+        host, port = endpoint.rsplit("/", 1)[1].rsplit(":", 1)[0], int(endpoint.rsplit(":", 1)[1])
+        token = read_token(run_dir) or ""
+        stream, request, done = capture(port, [*ctl, "checkpoint"])
+        if done.returncode != 0:
+            row.fail(f"scorch-ctl checkpoint: exit {done.returncode}: {done.stderr.strip()}")
+        if token.encode() in stream:
+            row.fail("the token crossed the wire in clear")
+        proc.wait_for(proc.has(lambda e: e["type"] == "command" and e["id"] == request["id"] and e["status"] == "applied"))
+        for _ in range(replays):  # the exact bytes, at once and as fast as the run answers
+            send(host, port, stream, "replayed")
+        late = 0
+        while time.time() < request["time"] + WINDOW_SECONDS + 2 or late < 10:  # and after the window, stale
+            if time.time() >= request["time"] + WINDOW_SECONDS + 2:
+                send(host, port, stream, "replayed")
+                late += 1
+            else:
+                time.sleep(0.5)
+        row.trials += replays + late
+        handshake = stream[:zmtp_messages(stream)[1]]  # greeting and READY, as captured: forgeries follow them
+        forgeries = {
+            "another key": sign(CommandRequest(command="stop"), rng.randbytes(16).hex()),
+            "a changed body": dict(request, command="stop"),
+            "a changed id": dict(request, id=rng.randbytes(16).hex()),
+            "a moved time": dict(request, time=time.time()),
+            "the token in clear": CommandRequest(command="stop", token=token),
+            "no mac": dict(request, mac=None, id=rng.randbytes(16).hex()),
+            "signed long ago": sign(CommandRequest(command="stop"), token, now=time.time() - 3600),
+            "signed ahead": sign(CommandRequest(command="stop"), token, now=time.time() + 3600),
+        }
+        for what, forged in forgeries.items():
+            body = json.dumps(forged).encode() if isinstance(forged, dict) else forged.encode()
+            for _ in range(20):
+                send(host, port, handshake + zmtp_frame(body), f"forged ({what})")
+                row.trials += 1
+        # A captured stop ends this process; replayed to its resumed successor (a new token), it is refused too.
+        stop_stream, stop_request, done = capture(port, [*ctl, "stop"])
+        if done.returncode != 0 or proc.wait() != 0:
+            row.fail(f"scorch-ctl stop: exit {done.returncode} ({done.stderr.strip()}), the run exit {proc.proc.returncode}")
+        resumed = Proc(run_dir, ["--resume", run_dir, "--headless"])
+        proc = resumed
+        begun = resumed.wait_for(resumed.has(lambda e: e["type"] == "run_started" and e["pid"] == resumed.proc.pid))
+        if not begun or not resumed.wait_for(resumed.has(lambda e: e["type"] == "step" and e["seq"] > begun[-1]["seq"])):
+            row.crashes += 1
+            row.fail(f"the resumed run ended before training:\n{resumed.stderr()[-2000:]}")
+            return row
+        endpoint = json.load(open(os.path.join(run_dir, "run.json")))["telemetry"]["control"]
+        port = int(endpoint.rsplit(":", 1)[1])
+        for _ in range(20):
+            send(host, port, stop_stream, "replayed to the resumed run")
+            send(host, port, stream, "replayed to the resumed run")
+            row.trials += 2
+        done = subprocess.run([*ctl, "stop"], env=env(), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0 or resumed.wait() != 0:
+            row.fail(f"the resumed run's own stop: exit {done.returncode} ({done.stderr.strip()}), "
+                     f"the run exit {resumed.proc.returncode}")
+        events = resumed.events()
+        applied: dict[str, int] = {}
+        for e in events:
+            if e["type"] == "command" and e["status"] == "applied":
+                applied[e["id"]] = applied.get(e["id"], 0) + 1
+        twice = sum(n > 1 for n in applied.values()) + taken
+        saves = [e for e in events if e["type"] == "checkpoint_saved" and e["reason"] == "request"]
+        if twice or len(saves) != 3 or len(applied) != 3:  # a stop saves last.pt too
+            row.fail(f"commands applied: {applied}, {len(saves)} requested checkpoints saved, {taken} accepted replies")
+        row.bar = f"{twice} commands applied twice"
+        row.notes.append("; ".join(f"{n} {key}" for key, n in sorted(replies.items())))
+        row.notes.append(f"3 real commands (checkpoint, stop, the resumed run's stop) applied once each; "
+                         f"{len(saves)} checkpoints saved on request")
+    except Hang:
+        row.hangs += 1
+        row.fail("the live run did not start or end in time")
+    except RuntimeError as exc:
+        row.fail(str(exc))
+    finally:
+        proc.kill()
+    return row
+
+
 # -- fuzz -----------------------------------------------------------------------------------------
 
 def steps_per_second(events: list[dict], start: float, end: float) -> float:
@@ -897,6 +1150,8 @@ def main() -> int:
             rows.append(two_writer_drill(work, args.two_writers, rng))
         if args.corruptions:
             rows.append(corruption_drill(work, args.corruptions, rng))
+        if args.replays:
+            rows.append(replay_drill(work, args.replays, rng))
         if args.fuzz:
             rows.append(fuzz_drill(work, args.fuzz, args.window, seed))
     finally:

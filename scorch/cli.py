@@ -13,7 +13,7 @@ from scorch import __version__
 from scorch.config import TrainConfig, add_arguments, from_namespace
 from scorch.dist import launcher, launcher_rank
 from scorch.errors import EXIT_CODES, ScorchError, UserCodeError
-from scorch.fileio import WRITE_ERRORS, write_error
+from scorch.fileio import WRITE_ERRORS, write_failure
 
 EXIT_FAILED = 1
 
@@ -94,8 +94,7 @@ def report(exc: BaseException, debug: bool) -> int:
     if err is not None:
         return report(err, False) if not debug else err.exit_code
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:  # the event log or run.json on a full disk
-        return report(ScorchError(f"could not write {exc.filename or 'to the run folder'}: {write_error(exc)}; "
-                                  "free space, then --resume the run", exit_code=5), debug)
+        return report(ScorchError(f"{write_failure(exc)}; free space, then --resume the run", exit_code=5), debug)
     if not debug:
         traceback.print_exception(exc)
         print(f"{_prefix()}internal error (a scorch bug); please report it with the traceback above", file=sys.stderr)

@@ -24,10 +24,12 @@ from __future__ import annotations
 import bisect
 import errno
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from scorch.callbacks import Callback
+from scorch.fileio import write_error
 from scorch.telemetry.protocol import Event, ProtocolError, from_dict, loads
 
 EVENTS_FILE = "events.jsonl"
@@ -204,10 +206,16 @@ class Pages:
 class Writer(Callback):
     """Appends every event to the log, one whole line per write(). Opening an existing log (a resumed run)
     reads it once, by the rule above: `last_seq` is where numbering goes on, `visit(line)` sees each good
-    line (the publisher's history for late joiners), and a torn last line is cut before anything is appended."""
+    line (the publisher's history for late joiners), and a torn last line is cut before anything is appended.
+
+    A write that fails (a full disk) is taken back and raised as an OSError naming the log; after it the log
+    takes one more line, `run_ended`, the run's last word (the run folder's .reserve is freed for it), and
+    every other event raises that error again: whichever thread met the full disk first, the training
+    thread stops at its next event."""
 
     def __init__(self, log_path: str, visit: Callable[[Line], None] | None = None) -> None:
         self.path = log_path
+        self.error: OSError | None = None  # the write that failed: the log ended there, but for run_ended
         # Unbuffered append: each event is one write() of one whole line.
         self._fd = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -224,24 +232,31 @@ class Writer(Callback):
 
     def event(self, event: Event) -> None:
         if self._fd < 0:
-            return  # a write failed: the log ended there (the error says so)
-        line = (event.to_json() + "\n").encode()
+            return  # closed, or the last word written after a failure
+        last_word = event.type == "run_ended"
+        if self.error is not None and not last_word:
+            raise self.error
+        try:
+            self._append((event.to_json() + "\n").encode())
+        except OSError as exc:
+            if not last_word:
+                self.error = exc
+                raise
+            if self.error is None:  # the run ends for its own reason; its log lacks the last line, and says so here
+                print(f"scorch-train: warning: could not write run_ended in {self.path}: {write_error(exc)}", file=sys.stderr)
+            self.error = self.error or exc
+        if self.error is not None:
+            self.close()  # the last word is said
+
+    def _append(self, line: bytes) -> None:
+        """One whole line, or nothing and an OSError naming the log (a partial line is taken back)."""
         try:
             written = os.write(self._fd, line)
         except OSError as exc:
-            self._give_up(exc.errno or errno.EIO, 0)
+            raise OSError(exc.errno or errno.EIO, os.strerror(exc.errno or errno.EIO), self.path) from None
         if written < len(line):  # a disk that filled up mid-line
-            self._give_up(errno.ENOSPC, written)
-
-    def _give_up(self, code: int, written: int) -> None:
-        """Take back a partial line (the log stays whole lines), stop logging, raise an OSError naming the file."""
-        try:
-            if written:
-                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
-        finally:
-            os.close(self._fd)
-            self._fd = -1
-        raise OSError(code, os.strerror(code), self.path)
+            os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -23,6 +23,11 @@ def write_error(exc: OSError) -> str:
     return WRITE_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
 
 
+def write_failure(exc: OSError) -> str:
+    """'could not write FILE: why', for a write that failed (the event log or run.json on a full disk)."""
+    return f"could not write {exc.filename or 'to the run folder'}: {write_error(exc)}"
+
+
 class Pending:
     """A checkpoint for `path` written through `write(file)` into a temporary file beside it, flushed but
     not yet durable nor in place: the first half of `atomic_write`. `commit()` is the second half (fsync,

@@ -34,6 +34,7 @@ from scorch.config import TrainConfig
 from scorch.dist import Single, scale_learning_rate, share_from_rank_zero
 from scorch.emitter import Emitter
 from scorch.errors import RunComplete, ScorchError
+from scorch.fileio import WRITE_ERRORS, write_error, write_failure
 from scorch.gradients import GradientClip
 from scorch.monitor import Monitor, better_mode
 from scorch.precision import mixed_precision
@@ -184,13 +185,13 @@ class Trainer:
     def fit(self) -> str:
         """Train from the epoch reached to `config.epochs`; returns the final status."""
         cfg, state = self.config, self.state
-        self.emit(self._run_started())
         if cfg.stall_timeout > 0:
             from scorch.watchdog import StallWatchdog
 
             self.watchdog = StallWatchdog(state, self.dist.rank, cfg.stall_timeout, self._stalled)
             self.watchdog.start()
         try:
+            self.emit(self._run_started())  # inside: a disk already full fails here, and the end is still recorded
             for notice in self.started["notices"]:
                 self.log(notice, level="info")
             if self.schedule.warning:
@@ -233,7 +234,7 @@ class Trainer:
             self.end("stopped", "interrupted (second Ctrl-C)")
             raise
         except BaseException as exc:
-            self.end("failed", exc.message if isinstance(exc, ScorchError) else f"{type(exc).__name__}: {exc}")
+            self.end("failed", why_failed(exc))
             raise
         status, reason = (self.stop.status, self.stop.reason) if self.stop else ("completed", "")
         self.end(status, reason)
@@ -573,7 +574,9 @@ class Trainer:
 
         def die_now(signum: int, frame: Any) -> None:
             # A second preemption signal: the cluster will not wait. Atomic writes keep the last checkpoint whole.
-            os.write(2, f"scorch-train: second {signal.Signals(signum).name}: exiting now; the last checkpoint is intact\n".encode())
+            name = signal.Signals(signum).name
+            os.write(2, f"scorch-train: second {name}: exiting now; the last checkpoint is intact\n".encode())
+            self._last_words("preempted", f"second {name}: exited at once; --resume continues from the last checkpoint")
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
 
@@ -657,17 +660,20 @@ class Trainer:
         try:  # a checkpoint still finishing lands before run_ended
             self.settle_saves(None if wait < 0 else wait)
         except Exception as exc:  # the run already ends for another reason; this one is told, not raised
-            self.log(exc.message if isinstance(exc, ScorchError) else f"checkpoint: {type(exc).__name__}: {exc}", level="error")
-        if self.run is not None:
-            self.run.free_reserve()  # a full disk still takes run.json's end state
-        self.emit(RunEnded(status=status, reason=reason, epoch=self.state.epoch, step=self.state.step), wait=wait)
-        if self.run is not None and self.dist.is_global_zero:
             try:
-                self.run.write_info(state=status, reason=reason, ended=time.time())
-            except OSError as exc:  # a full disk: why the run ended matters more than run.json's state
-                import sys
+                self.log(why_failed(exc), level="error")
+            except OSError:
+                pass  # the event log is what failed: its error is the one the run ends with
+        record_end(self.run, self.emitter, RunEnded(status=status, reason=reason, epoch=self.state.epoch,
+                                                    step=self.state.step), wait)
 
-                print(f"scorch-train: warning: could not record the end in {self.run.info_path}: {exc.strerror}", file=sys.stderr)
+    def _last_words(self, status: str, reason: str) -> None:
+        """run_ended and run.json's end state from a signal handler, as the process dies: straight to the event
+        log, past the emitter's lock (this thread may hold it mid-event) and the other sinks (theirs)."""
+        log = next((sink for sink in self.emitter.callbacks if isinstance(sink, events_log.Writer)), None)
+        if log is not None and self.run is not None:
+            record_end(self.run, Emitter([log], self.emitter.seq), RunEnded(status=status, reason=reason,
+                                                                                epoch=self.state.epoch, step=self.state.step))
 
     def _stalled(self, reason: str) -> None:
         """The watchdog's last word, from its thread: the run ends failed, its sinks closed, within seconds."""
@@ -691,6 +697,31 @@ class Trainer:
 
     def _lr(self) -> float:
         return float(self.socket.optimizer.param_groups[0]["lr"])
+
+
+def why_failed(exc: BaseException) -> str:
+    """What ended a run, in one line: run_ended's reason and run.json's."""
+    if isinstance(exc, ScorchError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+        return write_failure(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def record_end(run: RunFolder | None, emitter: Emitter, ended: RunEnded, wait: float = -1) -> None:
+    """A run's last words: `ended` in its event log, its state in run.json (rank 0, `run`). The .reserve is
+    freed first, so that both fit on a disk that filled up; a write that fails still is told, never raised:
+    the run already ends, for its own reason."""
+    if run is not None:
+        run.free_reserve()
+    emitter.emit(ended, wait=wait)  # the event log takes run_ended even after a failed write (events_log.Writer)
+    if run is not None:
+        try:
+            run.write_info(state=ended.status, reason=ended.reason, ended=time.time())
+        except OSError as exc:
+            import sys
+
+            print(f"scorch-train: warning: could not record the end in {run.info_path}: {write_error(exc)}", file=sys.stderr)
 
 
 def _add_scalars(totals: dict, extra: dict) -> None:
@@ -760,18 +791,42 @@ def auto_resume(config: TrainConfig, engine: Any) -> None:
     config.restart = config.restart or not found
 
 
+@dataclass
+class _Start:
+    """What a start has taken so far (rank 0): a start that fails after it took the run folder (a flag found
+    wrong late, a busy --bind port, a checkpoint that does not fit, a full disk) ends the run there as any
+    run ends, with run_ended in its log and `failed` in run.json, and frees the folder."""
+
+    run: RunFolder | None = None
+    sinks: list[Callback] = field(default_factory=list)  # the event log first
+    trainer: Trainer | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.run is None:
+            return  # refused, or nothing taken yet: the folder is not this run's to write
+        status, reason = ("stopped", "interrupted (Ctrl-C)") if isinstance(exc, KeyboardInterrupt) else ("failed", why_failed(exc))
+        if self.trainer is not None:
+            self.trainer.end(status, reason)
+            self.trainer.close()
+            return
+        log = self.sinks[0] if self.sinks else None
+        emitter = Emitter(self.sinks, log.last_seq if isinstance(log, events_log.Writer) else 0)
+        record_end(self.run, emitter, RunEnded(status=status, reason=reason))
+        emitter.close()
+        self.run.release()  # the kernel would, but only at exit
+
+
 def build(config: TrainConfig, explicit: set[str] | frozenset[str] = frozenset(), engine: Any = None) -> Trainer:
     """Everything a run needs, from its config: engine, run folder, user code, callbacks."""
-    held: list[RunFolder] = []  # the run folder once taken: a start that fails after it frees it
+    start = _Start()
     try:
-        return _build(config, explicit, engine, held)
-    except BaseException:
-        for run in held:
-            run.release()  # the kernel would, but only at exit
+        return _build(config, explicit, engine, start)
+    except BaseException as exc:
+        start.failed(exc)
         raise
 
 
-def _build(config: TrainConfig, explicit: set[str] | frozenset[str], engine: Any, held: list[RunFolder]) -> Trainer:
+def _build(config: TrainConfig, explicit: set[str] | frozenset[str], engine: Any, start: _Start) -> Trainer:
     from scorch import dist as dist_module
     from scorch.run_folder import default_name
 
@@ -804,9 +859,9 @@ def _build(config: TrainConfig, explicit: set[str] | frozenset[str], engine: Any
     _check_manual(config, model, dist)
 
     # Rank 0 takes the run folder (one writer: a live holder refuses it), and every rank hears a refusal.
-    run, callbacks, history = share_from_rank_zero(dist, lambda: _sinks(config, bool(resumed_path), held),
+    run, callbacks, history = share_from_rank_zero(dist, lambda: _sinks(config, bool(resumed_path), start),
                                                    for_others=lambda _: (None, [], None))
-    trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
+    trainer = start.trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
     for sink in callbacks:
         if isinstance(sink, Guarded):  # a failing optional sink is told as an error event, once
             sink.report = lambda message: trainer.log(message, level="error")
@@ -865,7 +920,7 @@ def _resolve_mode(config: TrainConfig) -> list[str]:
             "stopping keep the smallest (--mode min, chosen from the name; pass --mode max to change)"]
 
 
-def _sinks(config: TrainConfig, reuse: bool, held: list[RunFolder]) -> tuple[RunFolder, list[Callback], Any]:
+def _sinks(config: TrainConfig, reuse: bool, start: _Start) -> tuple[RunFolder, list[Callback], Any]:
     """Rank 0: the run folder and the callbacks that write into it (the event log first, TensorBoard) and the
     console; with telemetry, the publisher's history of what the log already holds (one read, by the writer)."""
     import sys
@@ -875,13 +930,14 @@ def _sinks(config: TrainConfig, reuse: bool, held: list[RunFolder]) -> tuple[Run
 
     run = RunFolder(config.run_dir)
     run.create(reuse=reuse, restart=config.restart)
-    held.append(run)
+    start.run = run
     history = None
     if config.telemetry:
         from scorch.telemetry.publisher import History
 
         history = History()
     callbacks: list[Callback] = [events_log.Writer(run.events_path, visit=history.add_line if history else None)]
+    start.sinks = callbacks  # the same list: what is added below is closed too if the start fails
     if config.tensorboard:
         from scorch.callbacks.tensorboard import TensorBoardLog
 
@@ -907,13 +963,9 @@ def _go_live(trainer: Trainer, run: RunFolder, history: Any) -> None:
     from scorch.watchdog import activity
 
     config, state, ranks = trainer.config, trainer.state, trainer.dist.size
-    try:
-        # The publisher thread logs `command` events; it never waits long for the loop's lock.
-        emit = lambda event: trainer.emit(event, wait=2.0)  # noqa: E731
-        loop = threading.current_thread()  # the heartbeat says what this thread is doing (see watchdog.activity)
-        trainer.callbacks.append(Publisher(run, trainer.control, emit, config.bind, config.curve_keys,
-                                           progress=lambda: activity(state, ranks, loop), history=history))
-    except BaseException as exc:
-        trainer.close()  # e.g. a busy port: the other sinks (TensorBoard's thread) must not outlive the start
-        run.write_info(state="failed", reason=getattr(exc, "message", repr(exc)), ended=time.time())
-        raise
+    # The publisher thread logs `command` events; it never waits long for the loop's lock. A busy port raises
+    # here: build's _Start ends the run and closes the other sinks (TensorBoard's thread must not outlive it).
+    emit = lambda event: trainer.emit(event, wait=2.0)  # noqa: E731
+    loop = threading.current_thread()  # the heartbeat says what this thread is doing (see watchdog.activity)
+    trainer.callbacks.append(Publisher(run, trainer.control, emit, config.bind, config.curve_keys,
+                                       progress=lambda: activity(state, ranks, loop), history=history))

@@ -8,6 +8,7 @@ mounting is not allowed they are skipped and the injected-OSError variants still
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ from helpers.faults import FAILING_SAVE, Job, assert_run_folder_whole, child_env
 from helpers.runs import read_events, tiny_args, train
 
 from scorch import checkpoint as ckpt
-from scorch import events_log
+from scorch import events_log, run_folder
 
 STEPS = 50  # steps an epoch at size 2000
 
@@ -145,7 +146,7 @@ def test_an_unwritable_checkpoint_folder_is_explained(tmp_path, mounts, how):
     assert assert_run_folder_whole(run_dir)["last.pt"]["step"] == STEPS
 
 
-def test_a_disk_that_fills_up_under_the_event_log_stops_cleanly(tmp_path, mounts):
+def test_a_disk_that_fills_up_under_the_event_log_stops_cleanly_and_records_the_end(tmp_path, mounts):
     # GIVEN a run on a 4 MiB tmpfs, in a long first epoch (no checkpoint due for a while)
     run_dir = small_disk(mounts, tmp_path / "disk", 4) / "run"
     with Job(run_dir, run_args(run_dir, "--epochs", "2", size=100_000), logs=tmp_path) as job:
@@ -163,9 +164,16 @@ def test_a_disk_that_fills_up_under_the_event_log_stops_cleanly(tmp_path, mounts
     err = job.stderr()
     assert code == 5, err
     assert f"could not write {run_dir / 'events.jsonl'}: the disk is full" in err and "Traceback" not in err, err
-    # AND the log holds only whole lines: a line that did not fit was taken back
+    # AND the log holds only whole lines (a line that did not fit was taken back) and ends with run_ended,
+    # written in the room the run held back (.reserve); run.json says failed, for the same reason
     assert (run_dir / "events.jsonl").read_bytes().endswith(b"\n")
-    assert events_log.read_events(str(run_dir / "events.jsonl"))[-1].type == "step"
+    events = events_log.read_events(str(run_dir / "events.jsonl"))
+    assert [e.type for e in events].count("run_ended") == 1 and events[-1].type == "run_ended", events[-3:]
+    ended = events[-1]
+    assert ended.status == "failed" and ended.reason == f"could not write {run_dir / 'events.jsonl'}: the disk is full", ended
+    info = json.loads((run_dir / "run.json").read_text())
+    assert (info["state"], info["reason"]) == ("failed", ended.reason), info
+    assert run_folder.liveness(str(run_dir)).state == "ended"
 
 
 @pytest.mark.parametrize("on_error", ["stop", "continue"])

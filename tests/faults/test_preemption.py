@@ -3,6 +3,7 @@ continues bit for bit, a second SIGTERM exits at once, SIGINT asks once."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -104,6 +105,12 @@ def test_second_sigterm_during_the_checkpoint_exits_at_once_and_keeps_the_previo
         loaded = assert_run_folder_whole(run_dir)
         announced = {e["step"] for e in of_type(job.events(), "checkpoint_saved") if e["path"].endswith("last.pt")}
         assert loaded["last.pt"]["step"] in announced
+        # AND its last words were said on the way out: run_ended in the log, the same in run.json
+        ended = job.events()[-1]
+        assert ended["type"] == "run_ended" and ended["status"] == "preempted", ended
+        assert ended["reason"].startswith("second SIGTERM: exited at once"), ended
+        info = json.loads((run_dir / "run.json").read_text())
+        assert (info["state"], info["reason"]) == ("preempted", ended["reason"]), info
 
 
 def test_sigint_once_stops_cleanly_with_a_checkpoint(tmp_path):

@@ -55,6 +55,7 @@ RATE_SECONDS = 20.0  # speed (samples/s, it/s) is measured over the step events 
 # running: 2-6 % differences between ranks are noise, not a straggler.
 SLOWEST_MARGIN = 1.2
 SLOWEST_SAMPLES = 3
+HISTORY = 300  # system samples kept per rank for the ranks panel's sparklines (10 minutes at one every 2 s)
 
 
 @dataclass
@@ -73,16 +74,16 @@ class MetricTrack:
     best_train_epoch: int | None = None
     values: list[float] = field(default_factory=list)  # valid values, kept only while few (alias detection)
 
-    def add(self, epoch: int, value: float | None, train: float | None) -> None:
+    def add(self, epoch: int, value: float | None, train: float | None, t: float | None = None) -> None:
         if value is not None:
-            self.valid.append(epoch, value)
+            self.valid.append(epoch, value, t)
             self.last = value
             if len(self.values) < 64:
                 self.values.append(value)
             if math.isfinite(value) and (self.best is None or (value > self.best if self.mode == "max" else value < self.best)):
                 self.best, self.best_epoch = value, epoch
         if train is not None:
-            self.train.append(epoch, train)
+            self.train.append(epoch, train, t)
             self.last_train = train
             if math.isfinite(train) and (self.best_train is None or (
                     train > self.best_train if self.mode == "max" else train < self.best_train)):
@@ -161,6 +162,9 @@ class RunModel:
         self.ranks: list[RankUsage] = []
         self.slowest: int | None = None
         self._slow_streak: tuple[int | None, int] = (None, 0)  # (rank, system samples it has been slowest in)
+        # (cpu %, first GPU's use %, step time) per system sample, newest last; None where a rank was silent.
+        self.rank_history: dict[int, deque[tuple[float | None, float | None, float | None]]] = {}
+        self.history_times: deque[float] = deque(maxlen=HISTORY)  # when each of those samples came
         self.silent_ranks: list[int] = []  # ranks the per-rank channel says have gone quiet (stopped, stuck, gone)
         self.stop_pending = False  # a stop after this epoch was applied: the run ends at the epoch's end
         # Events and commands.
@@ -286,7 +290,7 @@ class RunModel:
         self.lr = ev.lr
         self.grad_norm = ev.grad_norm
         self.loss = ev.loss
-        self.train_loss.append(ev.step, ev.loss)
+        self.train_loss.append(ev.step, ev.loss, ev.time or None)
         if ev.time:  # kept across epoch boundaries: the speed does not restart each epoch
             window = self._rate_window
             window.append((ev.time, ev.step, ev.epoch, ev.rate))
@@ -304,12 +308,12 @@ class RunModel:
         if ev.duration > 0:
             self.epoch_durations.append(ev.duration)
         self.lr = ev.lr or self.lr
-        self.epoch_train_loss.add(epoch, None, ev.train_loss)
+        self.epoch_train_loss.add(epoch, None, ev.train_loss, ev.time or None)
         for name in dict.fromkeys([*ev.metrics, *ev.train_metrics]):
             track = self.metrics.get(name)
             if track is None:
                 track = self.metrics[name] = MetricTrack(name, self.mode if name == self.monitor else better_mode(name))
-            track.add(epoch, _num(ev.metrics.get(name)), _num(ev.train_metrics.get(name)))
+            track.add(epoch, _num(ev.metrics.get(name)), _num(ev.train_metrics.get(name)), ev.time or None)
         best = ev.best if isinstance(ev.best, dict) else {}
         monitored = self.metrics.get(self.monitor)
         if monitored is not None and isinstance(best.get("value"), (int, float)) and isinstance(best.get("epoch"), int):
@@ -317,7 +321,7 @@ class RunModel:
                 monitored.best, monitored.best_epoch = float(best["value"]), best["epoch"] + 1
         valid_loss = _num(ev.metrics.get("loss"))
         if valid_loss is not None:
-            self.valid_loss.append(ev.step, valid_loss)
+            self.valid_loss.append(ev.step, valid_loss, ev.time or None)
         self.main_alias = self._find_alias()
 
     def _find_alias(self) -> str | None:
@@ -341,6 +345,11 @@ class RunModel:
                 data_time=_num(entry.get("data_time")),
                 gpus=[g for g in entry.get("gpus") or [] if isinstance(g, dict)], state=str(entry.get("state") or "")))
         self.ranks = sorted(ranks, key=lambda r: r.rank)
+        self.history_times.append(ev.time)
+        for r in self.ranks:
+            history = self.rank_history.setdefault(r.rank, deque(maxlen=HISTORY))
+            gpu = _num(r.gpus[0].get("util")) if r.gpus else None
+            history.append((None, None, None) if r.state == "silent" else (r.cpu, gpu, r.step_time))
         self.silent_ranks = [r.rank for r in self.ranks if r.state == "silent"]
         self.slowest = self._straggler()
 

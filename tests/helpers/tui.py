@@ -45,8 +45,9 @@ WORLD = 4
 class ScriptedRun:
     """Builds the events of a 4-rank, 10-epoch run of 100 steps an epoch, one call per phase."""
 
-    def __init__(self, epochs: int = 10, steps: int = 100, world: int = WORLD) -> None:
+    def __init__(self, epochs: int = 10, steps: int = 100, world: int = WORLD, few_metrics: bool = False) -> None:
         self.epochs, self.steps, self.world = epochs, steps, world
+        self.few_metrics = few_metrics  # epochs report only main and loss (like examples/digits): two charts
         self.seq = 0
         self.now = T0
         self.step = 0
@@ -77,9 +78,11 @@ class ScriptedRun:
         accuracy = 0.5 + 0.04 * epoch
         loss = 1.5 / (1 + epoch)
         best_epoch = epoch
+        metrics = {"main": accuracy, "loss": loss} if self.few_metrics else {
+            "main": accuracy, "accuracy": accuracy, "loss": loss, "f1": accuracy - 0.05}
         return [
             self.stamp(EpochEnd(epoch=epoch, step=self.step, train_loss=1.6 / (1 + epoch),
-                                metrics={"main": accuracy, "accuracy": accuracy, "loss": loss, "f1": accuracy - 0.05},
+                                metrics=metrics,
                                 best={"value": accuracy, "epoch": best_epoch}, lr=0.01, duration=6.0), 1.0),
             self.stamp(CheckpointSaved(path="/runs/x/checkpoints/last.pt", reason="epoch", epoch=epoch + 1,
                                        step=self.step)),

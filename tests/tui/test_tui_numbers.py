@@ -76,4 +76,4 @@ async def test_stalled_names_the_silent_rank():
         assert app.run_screen.model.liveness() == STALLED
     header = text.splitlines()[0]
     assert "no step for 00:00:12 (rank 1 silent)" in header, header
-    assert any(line.rstrip().endswith("50ms silent") for line in text.splitlines()), text
+    assert any("50ms silent" in line for line in text.splitlines()), text  # the mark beside its step time

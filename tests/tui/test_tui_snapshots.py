@@ -53,6 +53,16 @@ def test_dead_at_80x24(snap_compare):
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
 
 
+def test_log_scale_chart_at_120x40(snap_compare):
+    """A loss over decades with a spike: drawn on a log axis by itself, labelled at round ticks, beside the
+    accuracy on a linear one; the two charts fill the width; the ranks panel has its sparklines."""
+    run = ScriptedRun(few_metrics=True)
+    source = ScriptedSource()
+    source.feed(LIVE, *run.through(9, 60))
+    app = ScorchApp(source, clock=run.clock)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=settle)
+
+
 def test_stop_asks_first_at_80x24(snap_compare):
     app, _ = live_run()
 

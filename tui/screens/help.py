@@ -12,6 +12,11 @@ HELP = """\
 [b]c[/b]        checkpoint now (training goes on)
 [b]s[/b]        stop: checkpoint, then end (asks first:
          [b]y[/b] now, [b]e[/b] after this epoch)
+[b]l[/b]        charts: log scale, linear, automatic (log
+         where a linear axis would flatten the curve)
+[b]e[/b]        charts: smoothing (EMA 0.6, 0.9, off)
+[b]x[/b]        charts: x in steps or time since the start
+[b]z[/b] / [b]Z[/b]    charts: zoom in to the last N steps / out
 [b]q[/b]        quit the dashboard; the job goes on
 [b]esc[/b]      back to the run list (from a folder)
 [b]tab[/b]      move between panels; [b]arrows[/b] scroll

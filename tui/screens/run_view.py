@@ -26,6 +26,8 @@ from textual.widgets import Footer
 
 REDRAW_SECONDS = 0.1  # at most ten redraws a second, however fast events come
 CLOCK_SECONDS = 1.0  # elapsed time and ETA tick once a second without events
+SCALE_NOTES = {"auto": "y: auto (log where a linear axis would flatten the curve)", "log": "y: log scale",
+               "linear": "y: linear scale"}
 
 
 class RunScreen(Screen):
@@ -34,6 +36,12 @@ class RunScreen(Screen):
         Binding("s", "stop", "stop"),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("escape", "back", "runs"),
+        # The charts (see the help): letters the run's commands do not use.
+        Binding("l", "chart_scale", "log/linear", show=False),
+        Binding("e", "chart_smoothing", "smoothing", show=False),
+        Binding("x", "chart_axis", "steps/time", show=False),
+        Binding("z", "chart_zoom(True)", "zoom in", show=False),
+        Binding("Z", "chart_zoom(False)", "zoom out", show=False),
     ]
 
     def __init__(self, source: Source, clock: Callable[[], float] = time.time, can_go_back: bool = False) -> None:
@@ -150,6 +158,22 @@ class RunScreen(Screen):
                 self.send("stop", after_epoch=True)
 
         self.app.push_screen(ConfirmStop(), answered)
+
+    def action_chart_scale(self) -> None:
+        view = self.query_one(ChartGrid).cycle_scale()
+        self.notify(SCALE_NOTES[view.scale], timeout=3)
+
+    def action_chart_smoothing(self) -> None:
+        view = self.query_one(ChartGrid).cycle_smoothing()
+        self.notify(f"smoothing: EMA {view.smoothing:g}" if view.smoothing else "smoothing off", timeout=3)
+
+    def action_chart_axis(self) -> None:
+        view = self.query_one(ChartGrid).toggle_axis()
+        self.notify("x: time since the run started" if view.axis == "time" else "x: steps (epochs)", timeout=3)
+
+    def action_chart_zoom(self, closer: bool) -> None:
+        view = self.query_one(ChartGrid).zoom(closer)
+        self.notify(f"charts: the last {view.window:,} steps" if view.window else "charts: the whole run", timeout=3)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())

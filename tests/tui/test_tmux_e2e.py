@@ -311,3 +311,33 @@ def test_the_mouse_is_left_to_the_terminal_unless_asked_and_ctrl_c_quits(finishe
     finally:
         plain.close()
         grabbing.close()
+
+
+def test_chart_keys_and_the_wide_layout_in_a_real_terminal(finished_run: Path):
+    # GIVEN the dashboard on a real finished digits run (loss and accuracy: two charts) in a 120x40 terminal
+    tmux = Tmux(120, 40)
+    try:
+        # (under pytest the pane's environment says COLUMNS=80 LINES=24, which Textual obeys over the pane's size)
+        tmux.start(["env", "-u", "COLUMNS", "-u", "LINES", sys.executable, "-m", "scorch_tui", str(finished_run)])
+        screen = tmux.wait_for(lambda s: "COMPLETED" in header(s) and "epoch" in s, "the replay on screen", timeout=60)
+        # THEN the two charts share the width: the second starts half way and its x axis ends at the right edge
+        title = next(line for line in screen.splitlines() if "loss" in line and "━" in line)
+        assert title.index("accuracy") > 55, screen
+        axes = [line.rstrip() for line in screen.splitlines() if "└" in line and line.rstrip().endswith(" epoch")]
+        assert axes and len(axes[0]) >= 115, screen
+
+        def axes_say(s: str, word: str) -> int:  # the two charts' x axes share a screen row
+            return sum(line.count(word) for line in s.splitlines() if "└" in line)
+
+        # WHEN l is pressed: every chart is drawn on a log axis and says so
+        assert axes_say(screen, " log ") == 0
+        tmux.keys("l")
+        tmux.wait_for(lambda s: axes_say(s, " log ") == 2, "both charts on a log axis")
+        # AND x: time since the start on x
+        tmux.keys("x")
+        tmux.wait_for(lambda s: axes_say(s, " elapsed") == 2, "time on x")
+        # AND e: smoothing named on every chart
+        tmux.keys("e")
+        tmux.wait_for(lambda s: axes_say(s, "ema 0.6") == 2, "smoothing on")
+    finally:
+        tmux.close()

@@ -113,7 +113,7 @@ def rank_table(ranks: list[RankUsage], slowest: int | None, wide: bool,
     width, count = spark
     sparks = SPARKS[:count] if history else ()
     for name in sparks:
-        label = next((t for t in (f"{name} history", f"{name} hist", name) if len(t) <= width), name)
+        label = next((t for t in (f"{name} history", f"{name} hist") if len(t) <= width), f"{name}~")
         table.add_column(label, no_wrap=True, width=width)
     tops = _tops(history, width) if history else {}
     for r in ranks:

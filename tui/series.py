@@ -1,7 +1,8 @@
 """A chart series with bounded memory that keeps its shape: min/max per bucket.
 
 A run of a million steps must draw the same spikes and dips as a run of a
-hundred, in the same few kilobytes. `MinMaxSeries` holds at most `capacity`
+hundred, in bounded memory (about 1 MiB for a full series of the default
+capacity, whatever its length). `MinMaxSeries` holds at most `capacity`
 buckets; when they are full, neighbouring buckets merge pairwise and each
 bucket covers twice as many points from then on. A bucket keeps its first and
 last point, its lowest and highest value and the sum (for a mean), so no
@@ -155,8 +156,8 @@ class MinMaxSeries:
         else:
             start = next((i for i, b in enumerate(buckets) if b[hi_key] >= x_min), len(buckets))
             inside, before = buckets[start:], (buckets[start - 1] if start else None)
-        if by_time:
-            inside = [[b[T0], b[T1], *b[FIRST:]] for b in inside]
+        if by_time:  # a point that came without its time cannot be placed on a time axis: left out
+            inside = [[b[T0], b[T1], *b[FIRST:]] for b in inside if b[T0] == b[T0] and b[T1] == b[T1]]
             before = [before[T0], before[T1], *before[FIRST:]] if before is not None else None
         return inside, before
 

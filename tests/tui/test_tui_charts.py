@@ -190,6 +190,14 @@ def test_time_falls_back_to_steps_for_points_without_times():
     assert render_chart([Line("v", series, "blue")], 40, 6, "step", ChartView(axis="time")).plain.endswith("9 step")
 
 
+def test_a_point_without_its_time_is_left_off_a_time_axis():
+    series = MinMaxSeries()
+    for i in range(40):
+        series.append(i, float(i), None if i == 20 else T0 + i)
+    lines = render_chart([Line("v", series, "blue")], 40, 6, "step", ChartView(axis="time"), t0=T0).plain.splitlines()
+    assert lines[-1].endswith("39s elapsed")
+
+
 def test_zoom_windows_step_through_round_numbers():
     assert [nice_window(w, smaller=True) for w in (430, 200, 100, 50, 20)] == [200, 100, 50, 20, 10]
     assert [nice_window(w, smaller=False) for w in (10, 20, 50, 100)] == [20, 50, 100, 200]

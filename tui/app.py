@@ -96,3 +96,11 @@ class ScorchApp(App):
         for command in super().get_system_commands(screen):
             if command.title not in self.HIDDEN_SYSTEM_COMMANDS:
                 yield command
+        if run is not None:  # how the charts are drawn (the keys l, e, x, z and Z)
+            yield SystemCommand("Charts: log / linear / automatic scale", "The y axis of every chart (l)",
+                                run.action_chart_scale)
+            yield SystemCommand("Charts: smoothing", "EMA 0.6, 0.9 or off (e)", run.action_chart_smoothing)
+            yield SystemCommand("Charts: steps or time on x", "Time since the run started, or steps (x)",
+                                run.action_chart_axis)
+            yield SystemCommand("Charts: zoom in", "The last N steps (z)", lambda: run.action_chart_zoom(True))
+            yield SystemCommand("Charts: zoom out", "Towards the whole run (Z)", lambda: run.action_chart_zoom(False))

@@ -330,3 +330,24 @@ def test_no_room_no_sparklines():
     ranks = [RankUsage(0, cpu=50.0, step_time=0.1)]
     table = rank_table(ranks, None, wide=False)
     assert [c.header for c in table.columns][-1] == ""
+
+
+async def test_the_palette_offers_the_chart_views():
+    run = ScriptedRun()
+    source = ScriptedSource()
+    source.feed(LIVE, *run.through(4, 37))
+    app = ScorchApp(source, clock=run.clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Charts: log / linear / automatic scale", "Charts: smoothing", "Charts: zoom in"} <= set(titles)
+        # WHEN the user picks "Charts: smoothing" from the palette
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"charts: smoothing")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        grid = app.screen.query_one(ChartGrid)
+        await until(pilot, lambda: grid.view.smoothing == 0.6)
+        # THEN every chart is smoothed, as with e
+        assert grid.view.smoothing == 0.6 and "ema 0.6" in axis_row(app)

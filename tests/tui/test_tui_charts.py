@@ -19,6 +19,14 @@ from scorch_tui.widgets.ranks_panel import rank_table, sparkline
 LIVE = ConnectionChanged("live", "tcp://127.0.0.1:5556")
 
 
+def live_app(run: ScriptedRun | None = None, events: list | None = None) -> ScorchApp:
+    """The dashboard on a scripted live run: by default 4 epochs and 37 steps into the fifth."""
+    run = run or ScriptedRun()
+    source = ScriptedSource()
+    source.feed(LIVE, *(events if events is not None else run.through(4, 37)))
+    return ScorchApp(source, clock=run.clock)
+
+
 def decaying(n: int = 1000, start: float = 10.0, end: float = 0.01) -> MinMaxSeries:
     """A loss falling geometrically from `start` to `end`: three decades, most of it near the bottom."""
     series = MinMaxSeries()
@@ -219,10 +227,7 @@ def test_grid_fills_the_panel():
 @pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])
 @pytest.mark.parametrize("metrics", [2, 3])
 async def test_charts_cover_their_panel_at_every_size(size, metrics):
-    run = ScriptedRun(few_metrics=metrics == 2)
-    source = ScriptedSource()
-    source.feed(LIVE, *run.through(4, 37))
-    app = ScorchApp(source, clock=run.clock)
+    app = live_app(ScriptedRun(few_metrics=metrics == 2))
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         grid = app.screen.query_one(ChartGrid)
@@ -246,10 +251,7 @@ def axis_row(app: ScorchApp, name: str = "loss") -> str:
 
 
 async def test_chart_keys_change_every_chart_and_say_so():
-    run = ScriptedRun()
-    source = ScriptedSource()
-    source.feed(LIVE, *run.through(4, 37))
-    app = ScorchApp(source, clock=run.clock)
+    app = live_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         grid = app.screen.query_one(ChartGrid)
@@ -286,9 +288,7 @@ async def test_chart_keys_change_every_chart_and_say_so():
 
 async def test_the_help_lists_the_chart_keys():
     run = ScriptedRun()
-    source = ScriptedSource()
-    source.feed(LIVE, *run.through(1))
-    app = ScorchApp(source, clock=run.clock)
+    app = live_app(run, run.through(1))
     async with app.run_test(size=(80, 30)) as pilot:
         await settle(pilot)
         await pilot.press("question_mark")
@@ -309,12 +309,10 @@ def test_sparklines_share_a_scale_and_show_gaps():
 async def test_the_ranks_panel_draws_each_ranks_history():
     # GIVEN a 4-rank run where rank 2 slows down in the second half of its system samples
     run = ScriptedRun()
-    source = ScriptedSource()
     events = run.through(1)
     for i in range(30):
         events += run.system(slow_rank=2 if i >= 15 else 99)
-    source.feed(LIVE, *events)
-    app = ScorchApp(source, clock=run.clock)
+    app = live_app(run, events)
     async with app.run_test(size=(200, 60)) as pilot:
         await settle(pilot)
         text = app.export_text()
@@ -333,10 +331,7 @@ def test_no_room_no_sparklines():
 
 
 async def test_the_palette_offers_the_chart_views():
-    run = ScriptedRun()
-    source = ScriptedSource()
-    source.feed(LIVE, *run.through(4, 37))
-    app = ScorchApp(source, clock=run.clock)
+    app = live_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]

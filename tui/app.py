@@ -51,7 +51,7 @@ class ScorchApp(App):
             self.push_screen(RunScreen(self.source, self.clock))
         else:
             assert self.runs_folder is not None
-            self.push_screen(PickerScreen(self.runs_folder, self.open_run, self.lister, self.refresh_list))
+            self.push_screen(PickerScreen(self.runs_folder, self.open_run, self.lister, self.refresh_list, self.clock))
 
     def open_run(self, entry: RunEntry) -> None:
         """From the picker: build the run's source with the opener and show it; esc comes back."""
@@ -89,10 +89,8 @@ class ScorchApp(App):
                                 run.action_stop)
             yield SystemCommand("Stop after this epoch", "Finish the epoch, checkpoint, then end" + why,
                                 lambda: run.send("stop", after_epoch=True))
-            yield SystemCommand("Pause / resume", "Hold training at a step boundary, or go on" + why, run.action_pause)
-            yield SystemCommand("Steer the run", "Learning rate, early-stopping patience, timed checkpoints" + why,
-                                run.action_steer)
             yield SystemCommand("Help", "The keys", run.action_help)
+            yield SystemCommand("Run info", "Settings, times, hosts' CPU and RAM", run.action_info)
             if run.can_go_back:
                 yield SystemCommand("Back to the runs", "The run list of the folder", run.action_back)
         yield SystemCommand("Quit", "Leave the dashboard; the job goes on", self.action_quit)

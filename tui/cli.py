@@ -279,7 +279,7 @@ def ssh_plan(destination: str, run_dir: str, options: list[str], token: str | No
             plan.cleanup.append(lambda: shutil.rmtree(folder, ignore_errors=True))
             local_copy(ssh, run_dir, folder)
             source = ReplaySource(folder)
-            source.label = label
+            source.label, source.via = label, f"ssh {destination}"
             plan.source = source
             return plan
         remote = SshRun(ssh, run_dir, token, info)
@@ -289,6 +289,7 @@ def ssh_plan(destination: str, run_dir: str, options: list[str], token: str | No
             remote.connect, label, "" if remote.token else
             f"read-only: no token (cannot read {run_dir}/.token on {destination}; pass --token-file)",
             link=remote.link_lost, dead_after=DEAD_AFTER)
+        plan.source.via = f"ssh {destination}"
         return plan
     except BaseException:
         plan.close()

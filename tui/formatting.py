@@ -24,6 +24,7 @@ STATE_STYLES = {
     "stalled": ("STALLED", "bold black on dark_orange"),
     "dead": ("DEAD", "bold white on red"),
     "tunnel_lost": ("TUNNEL LOST", "bold black on yellow"),
+    "loading": ("LOADING", "bold white on blue"),
 }
 
 LEVEL_STYLES = {"info": "", "good": "green", "warning": "yellow", "error": "bold red"}

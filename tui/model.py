@@ -26,11 +26,11 @@ from scorch_tui.sources import (
     ConnectionChanged,
     HeartbeatSeen,
     Item,
+    Loading,
     RunInfo,
 )
 
 from scorch.monitor import better_mode  # for metric names the run does not rank itself
-from scorch.steering import Steering
 from scorch.telemetry.protocol import (
     CheckpointSaved,
     Command,
@@ -51,6 +51,7 @@ STALL_FLOOR = 10.0
 STALL_STEPS = 5
 # The one state the header leads with (design: "Readers derive one state").
 STALLED = "stalled"
+LOADING = "loading"  # a replay still reading its event log: nothing it shows is the run's last word yet
 RATE_SECONDS = 20.0  # speed (samples/s, it/s) is measured over the step events of this many seconds
 # A rank is "slowest" only when its step time is this much above the others' median, in this many system samples
 # running: 2-6 % differences between ranks are noise, not a straggler.
@@ -114,6 +115,19 @@ class RankUsage:
     data_time: float | None = None
     gpus: list = field(default_factory=list)
     state: str = ""  # from the per-rank channel: live | silent | ended | unreachable ("" without one)
+    host_cpu: float | None = None  # the whole host's CPU use (percent) and RAM in use (bytes), as this rank saw them
+    host_ram: float | None = None
+
+
+@dataclass(frozen=True)
+class HostUsage:
+    """One host's CPU and RAM, whole machine (not only the run's processes), from its ranks' latest figures."""
+
+    host: str
+    ranks: list[int]
+    cpu: float | None  # percent of all its cores
+    ram: float | None  # bytes in use
+    ram_total: float | None
 
 
 class RunModel:
@@ -131,6 +145,13 @@ class RunModel:
         self.device = ""
         self.backend = ""
         self.batch_size = 0
+        self.config: dict = {}  # the run's settings (run.json's, or run_started's): the info screen lists them
+        self.model_file = ""
+        self.dataset_file = ""
+        self.pid = 0
+        self.resumed_from = ""
+        self.via = ""  # how this view reaches the run when not directly ("ssh me@node"), from the source
+        self.clock_times = False  # event times as this machine's clock instead of since the start (key w)
         self.monitor = "main"
         self.mode = "max"
         self.started: float | None = None
@@ -168,7 +189,6 @@ class RunModel:
         self.history_times: deque[float] = deque(maxlen=HISTORY)  # when each of those samples came
         self.silent_ranks: list[int] = []  # ranks the per-rank channel says have gone quiet (stopped, stuck, gone)
         self.stop_pending = False  # a stop after this epoch was applied: the run ends at the epoch's end
-        self.steering = Steering()  # pause, lr scale, patience, timed checkpoints: as the run last applied them
         # Events and commands.
         self.notes: deque[Note] = deque(maxlen=RECENT)
         self.start_notes: list[Note] = []  # the first START_NOTES notes (also in `notes` until pushed out)
@@ -177,6 +197,8 @@ class RunModel:
         self.last_ack: CommandAck | None = None
         self.beat: HeartbeatSeen | None = None  # the newest heartbeat: age of the last step, rank 0's phase
         self.pending_commands: dict[str, str] = {}  # id -> command, until applied
+        self.loading: float | None = None  # how much of a replay's event log is read (0..1) while it is read
+        self.recorded_state = ""  # run.json's state: a replay's end is known before its events are all read
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -199,6 +221,8 @@ class RunModel:
                 self._ack(item)
             elif isinstance(item, RunInfo):
                 self._info(item.info)
+            elif isinstance(item, Loading):
+                self.loading = None if item.done >= item.total else item.done / item.total
         if changed:
             self.version += 1
 
@@ -224,12 +248,13 @@ class RunModel:
             self.ended = float(info["ended"])
         state = info.get("state")
         if isinstance(state, str) and state:
-            self.state = state
+            self.state = self.recorded_state = state
         config = info.get("config")
         if isinstance(config, dict):
             self._config(config)
 
     def _config(self, config: dict) -> None:
+        self.config = dict(config)
         self.monitor = str(config.get("monitor") or self.monitor)
         self.mode = str(config.get("mode") or self.mode)
         self.epochs = int(config.get("epochs") or self.epochs)
@@ -269,6 +294,8 @@ class RunModel:
         self.device = ev.device
         self.backend = ev.backend
         self.batch_size = ev.batch_size
+        self.model_file, self.dataset_file, self.pid = ev.model, ev.dataset, ev.pid
+        self.resumed_from = ev.resumed_from or ""
         self.steps_in_epoch = ev.steps_per_epoch or self.steps_in_epoch
         if ev.config:
             self._config(ev.config)
@@ -279,7 +306,6 @@ class RunModel:
         self.epoch = self.epochs_done = max(self.epochs_done, ev.start_epoch)
         self._rate_window.clear()  # a resume: the gap since the last process is not training time
         self.stop_pending = False
-        self.steering = Steering.from_dict(ev.steering)  # what the checkpoint kept (never paused)
         resumed = f" (resumed from {_short_path(ev.resumed_from)})" if ev.resumed_from else ""
         self._note(ev.time, "log", f"run started: {self.world_size} rank{'s' if self.world_size != 1 else ''} on "
                    f"{', '.join(dict.fromkeys(self.hosts)) or '?'}, {ev.device}{resumed}")
@@ -346,7 +372,8 @@ class RunModel:
                 rank=int(entry.get("rank", len(ranks))), host=str(entry.get("host", "")), cpu=_num(entry.get("cpu")),
                 ram=_num(entry.get("ram")), ram_total=_num(entry.get("ram_total")), step_time=_num(entry.get("step_time")),
                 data_time=_num(entry.get("data_time")),
-                gpus=[g for g in entry.get("gpus") or [] if isinstance(g, dict)], state=str(entry.get("state") or "")))
+                gpus=[g for g in entry.get("gpus") or [] if isinstance(g, dict)], state=str(entry.get("state") or ""),
+                host_cpu=_num(entry.get("host_cpu")), host_ram=_num(entry.get("host_ram"))))
         self.ranks = sorted(ranks, key=lambda r: r.rank)
         self.history_times.append(ev.time)
         for r in self.ranks:
@@ -372,18 +399,14 @@ class RunModel:
 
     def _command(self, ev: Command) -> None:
         what = ev.command + (" after this epoch" if ev.after_epoch else "")
-        what += f" {ev.value}" if ev.value else ""
         if ev.status == "applied":
             self.pending_commands.pop(ev.id, None)
             self.stop_pending = self.stop_pending or (ev.command == "stop" and ev.after_epoch)
-            if ev.steering:  # a steering command: the run's whole steering after it
-                self.steering = Steering.from_dict(ev.steering)
             self._note(ev.time, "command", f"{what} applied" + (f" {ev.reason}" if ev.reason else ""), "good")
         elif ev.status == "refused":
             self._note(ev.time, "command", f"{what} refused: {ev.reason}", "warning")
-        else:  # accepted: who sent it (steering is worth knowing the author of)
-            self._note(ev.time, "command", f"{what} {ev.status}" + (f" from {ev.by}" if ev.by else "")
-                       + (f": {ev.reason}" if ev.reason else ""))
+        else:
+            self._note(ev.time, "command", f"{what} {ev.status}" + (f": {ev.reason}" if ev.reason else ""))
 
     def _connection(self, item: ConnectionChanged) -> None:
         before = self.connection
@@ -444,8 +467,10 @@ class RunModel:
         STALLED when the heartbeat says no step for `stall_limit()` (rank 0 waiting
         for a stopped rank looks like this), also while the heartbeat itself is late;
         DEAD when the source says so (process gone here, silent from afar); an ended
-        run is its end state.
+        run is its end state; LOADING while a replay is still reading its history.
         """
+        if self.loading is not None:
+            return LOADING
         if self.state != "running" or self.connection in (DEAD, ERROR):
             return self.connection
         if self.connection in (LIVE, RECONNECTING):
@@ -456,15 +481,8 @@ class RunModel:
 
     @property
     def looks_live(self) -> bool:
-        """Whether figures that only mean something on a running run (samples/s, ETA) may be shown: not while paused."""
-        return self.state == "running" and self.liveness() in (LIVE, FOLLOWING) and not self.paused
-
-    @property
-    def paused(self) -> bool:
-        """Held by a pause: the heartbeat says so (live), or the last steering applied did (a log being followed)."""
-        if self.state != "running":
-            return False
-        return self.beat.phase == "paused" if self.beat is not None else self.steering.paused
+        """Whether figures that only mean something on a running run (samples/s, ETA) may be shown."""
+        return self.state == "running" and self.liveness() in (LIVE, FOLLOWING)
 
     @property
     def phase(self) -> str:
@@ -520,6 +538,22 @@ class RunModel:
         skip = {"loss", "main" if self.main_alias else ""}
         tracks = [t for name, t in self.metrics.items() if name not in skip]
         return sorted(tracks, key=lambda t: (t.name != self.monitor and t.name != self.main_alias, 0))
+
+    def time_origin(self) -> float | None:
+        """The start's own time while event times are shown as clock times (else None: since the start)."""
+        return self.started if self.clock_times else None
+
+    def host_usage(self) -> list[HostUsage]:
+        """Each host's whole-machine CPU and RAM, in rank order of first appearance (ranks on one host agree;
+        the latest figure of its lowest rank stands for it)."""
+        hosts: dict[str, list[RankUsage]] = {}
+        for r in self.ranks:
+            hosts.setdefault(r.host or "?", []).append(r)
+        usage = []
+        for host, ranks in hosts.items():
+            first = next((r for r in ranks if r.host_cpu is not None or r.host_ram is not None), ranks[0])
+            usage.append(HostUsage(host, [r.rank for r in ranks], first.host_cpu, first.host_ram, first.ram_total))
+        return usage
 
     def metric_label(self, name: str) -> str:
         if name == self.main_alias:

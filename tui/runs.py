@@ -29,6 +29,14 @@ class RunEntry:
     best: str  # "main 0.9731 @3" or ""
     started: float
     dead_reason: str = ""  # why a run still marked running is dead
+    ended: float | None = None  # run.json's end; for a dead run, when its event log was last written
+    hosts: tuple[str, ...] = ()  # where its ranks run, rank 0's first
+
+    def took(self, now: float) -> float | None:
+        """How long it ran (a live one: so far)."""
+        if not self.started:
+            return None
+        return max(0.0, (self.ended if self.ended is not None else now) - self.started)
 
 
 def is_run_dir(path: str) -> bool:
@@ -66,9 +74,17 @@ def read_entry(path: str) -> RunEntry:
             started = os.path.getmtime(path)
         except OSError:
             started = 0.0
+    dead = why_dead(info, path)
+    ended = info.get("ended") if isinstance(info.get("ended"), (int, float)) else None
+    if ended is None and dead:  # it stopped writing when it died
+        try:
+            ended = os.path.getmtime(events_log.path(path))
+        except OSError:
+            ended = None
+    hosts = tuple(str(h) for h in dict.fromkeys(info.get("hosts") or [])) if isinstance(info.get("hosts"), list) else ()
     return RunEntry(path=os.path.abspath(path), name=str(info.get("name") or os.path.basename(path.rstrip("/"))),
-                    state=state, liveness=liveness(info, path), dead_reason=why_dead(info, path), epochs_done=epochs_done, epochs=epochs, best=best,
-                    started=float(started))
+                    state=state, liveness=liveness(info, path), dead_reason=dead, epochs_done=epochs_done, epochs=epochs,
+                    best=best, started=float(started), ended=None if ended is None else float(ended), hosts=hosts)
 
 
 def liveness(info: dict, path: str = "") -> str:

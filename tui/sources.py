@@ -48,6 +48,7 @@ PROBE_EVERY = 1.0  # and at most this often while it stays late
 # for a busy network or a long GIL hold, short enough that a person watching is not misled for a minute.
 DEAD_AFTER = 15.0
 MAX_BATCH = 5000  # items per read: a huge replay arrives in slices and the screen stays responsive
+FIRST_BATCH = 500  # a replay's first slice is small, so the run is on screen within a moment of opening it
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,6 @@ class CommandAck:
     reason: str = ""
     id: str = ""
     after_epoch: bool = False
-    value: str | None = None  # a steering command's (lr x0.5)
 
 
 @dataclass(frozen=True)
@@ -81,13 +81,22 @@ class HeartbeatSeen:
 
 
 @dataclass(frozen=True)
+class Loading:
+    """A replay is reading its event log: `done` bytes of `total` (the log's size when it was opened).
+    The last one has done == total: the history is all there (a followed log goes on growing after that)."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """Facts about the run from run.json or a snapshot (name, state, hosts, started, ended...)."""
 
     info: dict = field(default_factory=dict)
 
 
-Item = Event | ConnectionChanged | CommandAck | RunInfo | HeartbeatSeen
+Item = Event | ConnectionChanged | CommandAck | RunInfo | HeartbeatSeen | Loading
 
 
 class SourceError(MessageError):
@@ -98,36 +107,36 @@ class Source:
     """The surface the app uses. Subclasses implement `_read` and `_command`."""
 
     label = ""  # where the data comes from (a run folder, an endpoint), shown on screen
+    via = ""  # how the run is reached when not directly ("ssh me@node"), shown in the header
     commands_off = ""  # why commands cannot be sent; "" when they can
 
     def __init__(self) -> None:
-        self._commands: queue.SimpleQueue[tuple[str, bool, str | None]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
 
-    def send(self, command: str, after_epoch: bool = False, value: str | None = None) -> None:
-        """Queue `command` (checkpoint|stop, or steering with its `value`: scorch/steering.py); any thread. The ack
-        arrives through `read`."""
-        self._commands.put((command, after_epoch, value))
+    def send(self, command: str, after_epoch: bool = False) -> None:
+        """Queue `command` (checkpoint|stop); any thread. The ack arrives through `read`."""
+        self._commands.put((command, after_epoch))
 
     def read(self, timeout: float) -> list[Item]:
         """Pending acks first, then whatever arrived within `timeout` seconds."""
         items: list[Item] = []
         while True:
             try:
-                command, after_epoch, value = self._commands.get_nowait()
+                command, after_epoch = self._commands.get_nowait()
             except queue.Empty:
                 break
             if self.commands_off:
-                items.append(CommandAck(command, "refused", self.commands_off, after_epoch=after_epoch, value=value))
+                items.append(CommandAck(command, "refused", self.commands_off, after_epoch=after_epoch))
             else:
-                items.append(self._command(command, after_epoch, value))
+                items.append(self._command(command, after_epoch))
         items.extend(self._read(0.0 if items else timeout))
         return items
 
     def _read(self, timeout: float) -> list[Item]:
         raise NotImplementedError
 
-    def _command(self, command: str, after_epoch: bool, value: str | None = None) -> CommandAck:
-        return CommandAck(command, "refused", "this source takes no commands", after_epoch=after_epoch, value=value)
+    def _command(self, command: str, after_epoch: bool) -> CommandAck:
+        return CommandAck(command, "refused", "this source takes no commands", after_epoch=after_epoch)
 
     def close(self) -> None:
         """Release sockets and files; called once, by the reader thread, when it stops."""
@@ -162,6 +171,8 @@ class ReplaySource(Source):
                              else "replay: commands go to live runs only")
         self._started = False
         self._reader = events_log.Reader(self.events_path)
+        self._size = 0  # the log's size when opened: what "loading" reads through
+        self._loaded = False
         self._told = 0  # lines skipped or refused that a warning has told of
         self._done = False
         self._ended = False
@@ -177,11 +188,18 @@ class ReplaySource(Source):
                 items.append(ConnectionChanged(DEAD, self.dead))
             else:
                 items.append(ConnectionChanged(FOLLOWING if self.follow else REPLAY, self.events_path))
+            try:
+                self._size = os.path.getsize(self.events_path)
+            except OSError:
+                self._size = 0
         if self._done:
             time.sleep(timeout)
             return items
-        events = self._reader.events(MAX_BATCH)
+        events = self._reader.events(MAX_BATCH if self._reader.offset else FIRST_BATCH)
         items.extend(events)
+        if not self._loaded:  # how far through the history: the header says LOADING n % until it is all read
+            self._loaded = self._reader.offset >= self._size or not events
+            items.append(Loading(self._size if self._loaded else self._reader.offset, self._size))
         for event in events:  # the last word counts: a run may have ended and been resumed since
             if isinstance(event, (RunEnded, RunStarted)):
                 self._ended = isinstance(event, RunEnded)
@@ -423,17 +441,17 @@ class LiveSource(Source):
             self._lost(items, RECONNECTING, exc.message)
         return items
 
-    def _command(self, command: str, after_epoch: bool, value: str | None = None) -> CommandAck:
+    def _command(self, command: str, after_epoch: bool) -> CommandAck:
         from scorch.telemetry.client import ClientError
 
         if self._client is None:
             why = "the run has ended" if self._ended else "not connected to the run right now"
-            return CommandAck(command, "failed", why, after_epoch=after_epoch, value=value)
+            return CommandAck(command, "failed", why, after_epoch=after_epoch)
         try:
-            ack = self._client.command(command, after_epoch=after_epoch, value=value, tool="scorch-tui")
+            ack = self._client.command(command, after_epoch=after_epoch)
         except ClientError as exc:
-            return CommandAck(command, "failed", exc.message, after_epoch=after_epoch, value=value)
-        return CommandAck(command, ack.status, ack.reason, ack.id, after_epoch, value)
+            return CommandAck(command, "failed", exc.message, after_epoch=after_epoch)
+        return CommandAck(command, ack.status, ack.reason, ack.id, after_epoch)
 
     def close(self) -> None:
         self._drop_client()
@@ -465,11 +483,11 @@ class WaitingSource(Source):
     def commands_off(self) -> str:  # type: ignore[override]
         return self._inner.commands_off if self._inner is not None else "waiting for the run to start"
 
-    def send(self, command: str, after_epoch: bool = False, value: str | None = None) -> None:
+    def send(self, command: str, after_epoch: bool = False) -> None:
         if self._inner is not None:
-            self._inner.send(command, after_epoch, value)
+            self._inner.send(command, after_epoch)
         else:
-            super().send(command, after_epoch, value)
+            super().send(command, after_epoch)
 
     def started(self) -> bool:
         info = read_json(os.path.join(self.run_dir, "run.json"))
@@ -508,23 +526,36 @@ class SourceReader:
 
     The thread owns the source: it is the only caller of `read` and it closes the
     source when stopped. A source that raises is reported as an error state.
+
+    With `paced`, a batch is handed over only once the consumer has `taken()` the one
+    before: a replay of a long log then waits for the screen instead of piling up
+    batches in front of the keys (the next batch is read meanwhile).
     """
 
-    def __init__(self, source: Source, deliver: Callable[[list[Item]], None], poll: float = 0.05) -> None:
+    def __init__(self, source: Source, deliver: Callable[[list[Item]], None], poll: float = 0.05,
+                 paced: bool = False) -> None:
         self.source = source
         self.deliver = deliver
         self.poll = poll
+        self.paced = paced
+        self._room = threading.Event()  # set: the consumer has taken the last batch handed over
+        self._room.set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scorch-tui-reader", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if not self._stop.is_set() and not self._thread.is_alive():  # a screen gone before its first frame: no thread
+            self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the thread to finish and wait for it (it closes the source)."""
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+    def taken(self) -> None:
+        """The consumer has applied the last batch (any thread): the next may come."""
+        self._room.set()
 
     def _run(self) -> None:
         try:
@@ -534,10 +565,19 @@ class SourceReader:
                 except Exception as exc:  # noqa: BLE001 - shown on screen; the dashboard stays up
                     self.deliver([ConnectionChanged(ERROR, f"{type(exc).__name__}: {exc}")])
                     break
-                if items:
+                if items and self._wait_for_room():
                     self.deliver(items)
         finally:
             self.source.close()
+
+    def _wait_for_room(self) -> bool:
+        """Paced: wait until the last batch was taken; False when asked to stop meanwhile."""
+        if self.paced:
+            while not self._room.wait(0.1):
+                if self._stop.is_set():
+                    return False
+            self._room.clear()
+        return True
 
 
 def read_json(path: str) -> dict:

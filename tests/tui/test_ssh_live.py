@@ -67,6 +67,7 @@ def test_a_killed_tunnel_is_reopened_and_blamed_not_the_run(tmp_path: Path, serv
     source = plan.source
     try:
         assert isinstance(source, LiveSource) and not source.commands_off  # the token came over ssh
+        assert source.via == f"ssh {server.destination}"  # the header says what the view goes through
         read_until(source, reached(LIVE))
         # WHEN the tunnel's ssh process dies
         tunnel = tunnel_process(server.port)

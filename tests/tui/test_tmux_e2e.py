@@ -14,11 +14,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psutil
 import pytest
+from helpers.tmux import Tmux, end_job, wait_endpoints
 from helpers.tui import ROOT, train_args
 
 from scorch.events_log import read_events
@@ -28,54 +28,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
 ]
-
-
-class Tmux:
-    """One tmux server of our own (its own socket), so the user's sessions are never touched."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.socket = f"scorch-test-{uuid.uuid4().hex[:8]}"
-        self.session = "tui"
-        self.width, self.height = width, height
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check)
-
-    def start(self, command: list[str]) -> None:
-        self.run("new-session", "-d", "-s", self.session, "-x", str(self.width), "-y", str(self.height),
-                 "-c", str(ROOT), " ".join(_quote(c) for c in command))
-        self.run("set-option", "-t", self.session, "remain-on-exit", "on")
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", self.session).stdout
-
-    def keys(self, *keys: str) -> None:
-        self.run("send-keys", "-t", self.session, *keys)
-
-    def pane_dead(self) -> bool:
-        out = self.run("display-message", "-p", "-t", self.session, "#{pane_dead}", check=False).stdout.strip()
-        return out == "1"
-
-    def wait_for(self, predicate, what: str, timeout: float = 60.0, seen: list | None = None) -> str:  # type: ignore[no-untyped-def]
-        """The first screen that satisfies `predicate`; every screen looked at goes into `seen`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if seen is not None:
-                seen.append(text)
-            if predicate(text):
-                return text
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}; the screen was:\n{self.screen()}")
-
-    def close(self) -> None:
-        self.run("kill-server", check=False)
-
-
-def _quote(word: str) -> str:
-    import shlex
-
-    return shlex.quote(word)
 
 
 def wait_file(predicate, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -137,41 +89,8 @@ def test_c_checkpoints_a_real_job_and_q_leaves_it_running(tmp_path: Path):
     assert os.path.exists(run_dir / "checkpoints" / "last.pt")
 
 
-def wait_endpoints(run_dir: Path, job: subprocess.Popen, timeout: float = 180) -> dict:
-    """run.json once the job's telemetry endpoints are in it (the job has built its model and data)."""
-    info_path = run_dir / "run.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert job.poll() is None, "the job ended before it started publishing"
-        try:
-            info = json.loads(info_path.read_text())
-        except (OSError, ValueError):
-            info = {}
-        if "telemetry" in info:
-            return info
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for run.json endpoints")
-
-
 def header(screen: str) -> str:
     return screen.splitlines()[0] if screen else ""
-
-
-def end_job(job: subprocess.Popen) -> None:
-    """SIGTERM the job's whole session (a cluster's way), SIGKILL whatever is left; reap it."""
-    for sig, wait in ((signal.SIGTERM, 120), (signal.SIGKILL, 30)):
-        if job.poll() is not None:
-            break
-        try:
-            os.killpg(job.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            job.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-    if job.poll() is None:
-        job.wait()
 
 
 def test_kill_9_reads_dead_with_the_reason_and_a_fresh_open_and_the_picker_agree(tmp_path: Path):

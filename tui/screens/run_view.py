@@ -10,7 +10,7 @@ from scorch_tui.messages import SourceBatch
 from scorch_tui.model import RunModel
 from scorch_tui.screens.confirm_stop import AFTER_EPOCH, NOW, ConfirmStop
 from scorch_tui.screens.help import HelpScreen
-from scorch_tui.screens.steer import SteerScreen
+from scorch_tui.screens.run_info import RunInfoScreen
 from scorch_tui.sources import LIVE, CommandAck, Item, Source, SourceReader
 from scorch_tui.widgets.chart_grid import ChartGrid
 from scorch_tui.widgets.control_bar import ControlBar
@@ -29,15 +29,18 @@ REDRAW_SECONDS = 0.1  # at most ten redraws a second, however fast events come
 CLOCK_SECONDS = 1.0  # elapsed time and ETA tick once a second without events
 SCALE_NOTES = {"auto": "y: auto (log where a linear axis would flatten the curve)", "log": "y: log scale",
                "linear": "y: linear scale"}
+# While a replay reads its history the panels redraw only this often (the header with its percentage each
+# time): a long log's history changes every frame, and the CPU is better spent reading it.
+LOADING_SECONDS = 0.5
 
 
 class RunScreen(Screen):
     BINDINGS = [
         Binding("c", "checkpoint", "checkpoint"),
         Binding("s", "stop", "stop"),
-        Binding("p", "pause", "pause/resume", show=False),  # shown in the control bar, with c and s
-        Binding("t", "steer", "steer", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
+        Binding("i", "info", "run info", show=False),
+        Binding("w", "event_times", "clock times", show=False),
         Binding("escape", "back", "runs"),
         # The charts (see the help): letters the run's commands do not use.
         Binding("l", "chart_scale", "log/linear", show=False),
@@ -51,10 +54,12 @@ class RunScreen(Screen):
         super().__init__()
         self.source = source
         self.model = RunModel(clock)
+        self.model.via = source.via
         self.can_go_back = can_go_back
-        self.reader = SourceReader(source, self._deliver)
+        self.reader = SourceReader(source, self._deliver, paced=True)  # batches wait for the screen, not the keys
         self._drawn: tuple[int, str] | None = None
         self._clock_drawn = 0.0
+        self._panels_drawn = 0.0
         self._commands_ok: bool | None = None
 
     def compose(self) -> ComposeResult:
@@ -70,7 +75,7 @@ class RunScreen(Screen):
 
     def on_mount(self) -> None:
         self.redraw(force=True)
-        self.reader.start()
+        self.call_after_refresh(self.reader.start)  # the first frame is painted before a long replay is read
         self.redraw_timer = self.set_interval(REDRAW_SECONDS, self.redraw)  # the only redraws after this one
 
     def on_unmount(self) -> None:
@@ -87,6 +92,7 @@ class RunScreen(Screen):
 
     def on_source_batch(self, message: SourceBatch) -> None:
         self.model.apply(message.items)
+        self.reader.taken()
         if any(isinstance(item, CommandAck) for item in message.items):
             self.query_one(ControlBar).sending = ""
 
@@ -98,15 +104,17 @@ class RunScreen(Screen):
         now = time.monotonic()
         tick = model.watching_live and now - self._clock_drawn >= CLOCK_SECONDS
         drawn = (model.version, model.liveness())  # time alone turns LIVE into STALLED: every panel follows
-        if drawn != self._drawn or force:
+        loading_wait = model.loading is not None and now - self._panels_drawn < LOADING_SECONDS
+        if force or (drawn != self._drawn and not loading_wait):
             self._drawn = drawn
+            self._panels_drawn = now
             self.query_one(ProgressPanel).show(model)
             self.query_one(ChartGrid).show(model)
             self.query_one(MetricsTable).show(model)
             self.query_one(RanksPanel).show(model)
             self.query_one(EventLog).show(model)
             tick = True
-        if tick:
+        if tick or (model.loading is not None and drawn != self._drawn):
             self._clock_drawn = now
             self.query_one(RunHeader).show(model)
         self.query_one(ControlBar).show(model, self.source.commands_off)
@@ -130,20 +138,20 @@ class RunScreen(Screen):
         return f"not connected ({self.model.connection})"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("checkpoint", "stop", "pause", "steer"):
+        if action in ("checkpoint", "stop"):
             return True if self.commands_possible else None  # None: shown greyed out in the footer
         if action == "back":
             return self.can_go_back
         return True
 
-    def send(self, command: str, after_epoch: bool = False, value: str | None = None) -> None:
+    def send(self, command: str, after_epoch: bool = False) -> None:
         """Send a command if it can go; otherwise say why not."""
         if not self.commands_possible:
             self.notify(f"{command}: {self.commands_reason}", severity="warning")
             return
-        self.source.send(command, after_epoch, value)
+        self.source.send(command, after_epoch)
         bar = self.query_one(ControlBar)
-        bar.sending = command + (" after epoch" if after_epoch else "") + (f" {value}" if value else "")
+        bar.sending = command + (" after epoch" if after_epoch else "")
         bar.show(self.model, self.source.commands_off)
 
     def action_checkpoint(self) -> None:
@@ -178,24 +186,16 @@ class RunScreen(Screen):
         view = self.query_one(ChartGrid).zoom(closer)
         self.notify(f"charts: the last {view.window:,} steps" if view.window else "charts: the whole run", timeout=3)
 
-    def action_pause(self) -> None:
-        """Pause, or resume a paused run: no question asked (either is undone by the same key)."""
-        self.send("resume" if self.model.paused else "pause")
-
-    def action_steer(self, initial: str = "") -> None:
-        """The steering dialog (lr, patience, timed checkpoints, pause), which shows what a command would do first."""
-        if not self.commands_possible:
-            self.send("steer")
-            return
-
-        def answered(answer: tuple[str, str | None] | None) -> None:
-            if answer is not None:
-                self.send(answer[0], value=answer[1])
-
-        self.app.push_screen(SteerScreen(self.model.steering, self.model.lr, initial), answered)
-
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())
+
+    def action_info(self) -> None:
+        self.app.push_screen(RunInfoScreen(self.model))
+
+    def action_event_times(self) -> None:
+        """Event times since the run's start, or as the clock on the wall (to match other logs)."""
+        self.model.clock_times = not self.model.clock_times
+        self.redraw(force=True)
 
     def action_back(self) -> None:
         if self.can_go_back:

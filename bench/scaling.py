@@ -113,13 +113,26 @@ def samples_per_second(run_dir: str) -> float:
 def measure(launcher: str, ranks: int, workload: str, batch: int, steps: int) -> float:
     with tempfile.TemporaryDirectory(prefix="scorch-scaling-") as tmp:
         run_dir = os.path.join(tmp, "run")
-        env = dict(os.environ, OMP_NUM_THREADS="1",
+        # PYTHONFAULTHANDLER: a rank that aborts (SIGABRT) or crashes prints every thread's Python stack first
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1",
                    PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = command(launcher, ranks, scorch_args(run_dir, workload, ranks, batch, steps))
         done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[:8])} ... exited {done.returncode}:\n{done.stdout[-2000:]}")
+            raise RuntimeError(failure(launcher, cmd, done.returncode, done.stdout))
         return samples_per_second(run_dir)
+
+
+# The lines of a failed run that say why, above the launcher's own report (torchrun's traceback fills the tail).
+WHY = ("terminate called", "what():", "Fatal Python error", "Aborted", "Segmentation fault", "error:", "exitcode", "Signal ")
+
+
+def failure(launcher: str, cmd: list[str], code: int, output: str) -> str:
+    """What to say about a run that failed: the lines that tell why, and where its whole output was kept."""
+    kept = Path(f"scaling-failure-{launcher}-{time.strftime('%Y%m%d-%H%M%S')}.log").resolve()
+    kept.write_text(" ".join(cmd) + "\n\n" + output)
+    why = [line for line in output.splitlines() if any(mark in line for mark in WHY)][:20]
+    return f"{' '.join(cmd[:8])} ... exited {code}; its whole output is in {kept}:\n" + "\n".join(why or output.splitlines()[-20:])
 
 
 def rounds(configs: list, rounds: int, run) -> dict:

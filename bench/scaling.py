@@ -270,7 +270,7 @@ def collectives_worker(repeats: int) -> None:
     import torch
 
     from scorch import dist
-    from scorch.telemetry.control import KINDS
+    from scorch.agreement import SLOTS
     from scorch.trainer import GATHER_BATCHES
 
     engine = dist.create("auto")
@@ -286,9 +286,9 @@ def collectives_worker(repeats: int) -> None:
         return 1e6 * statistics.median(spent)
 
     # The agreement: before, (requests, figures, NaN, pace) pickled and allgathered (figures every ~2 s: here None,
-    # the usual case, so "before" is its cheapest); now one allreduce(max) of the request slots, the NaN key, the stride.
+    # the usual case, so "before" is its cheapest); now one allreduce(max) of the request and steering slots, the NaN key, the stride.
     old_tuple = ([], None, None, 0.0123)
-    slots = torch.zeros(len(KINDS) + 2, dtype=torch.int64)
+    slots = torch.zeros(SLOTS, dtype=torch.int64)
     agree_old_us = median_us(lambda: engine.allgather_object(old_tuple), repeats)
     agree_new_us = median_us(lambda: engine.allreduce(slots, "max"), repeats)
     agree_old_bytes = n * len(pickle.dumps(old_tuple))  # each rank receives every rank's pickle

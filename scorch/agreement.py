@@ -1,5 +1,6 @@
-"""The ranks' agreement: every few steps all ranks settle their control requests and NaN sightings in one
-small collective, so that each rank acts on them at the same step; and the per-rank channel that carries
+"""The ranks' agreement: every few steps all ranks settle their control requests, rank 0's new steering
+(scorch/steering.py) and NaN sightings in one small collective, so that each rank acts on them at the same
+step; and the per-rank channel that carries
 each rank's figures to rank 0 (scorch/telemetry/ranks.py), off the training thread.
 
 With one rank there is nothing to agree on: requests are applied at the next step boundary, a NaN
@@ -11,12 +12,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from scorch import steering
 from scorch.errors import NonFiniteLoss
-from scorch.telemetry.control import KINDS, Control, Request, agreed_requests, request_flags
+from scorch.steering import Steering
+from scorch.telemetry.control import KINDS, Control, Request, agreed_requests, is_steering, request_flags
 from scorch.telemetry.protocol import System
 from scorch.telemetry.sysstats import SystemSampler
 
@@ -27,6 +31,28 @@ SYNC_SECONDS = 1.0
 SYNC_MAX_STEPS = 1000
 SYSTEM_EVENT_INTERVAL = 2.0  # seconds between `system` events (per-rank CPU/RAM/GPU)
 NO_NONFINITE = 2**62  # the agreement's "no NaN/inf seen" (any real key is smaller)
+SLOTS = len(KINDS) + steering.SLOTS + 2  # the agreement's int64s: kinds, steering, NaN key, stride
+
+
+@dataclass
+class Agreed:
+    """What every rank applies after an agreement: checkpoint/stop `requests`, the new `steering` (None: no
+    change), and on rank 0 the steering requests it came from (`steered`, for their `command` events)."""
+
+    requests: list[Request] = field(default_factory=list)
+    steering: Steering | None = None
+    steered: list[Request] = field(default_factory=list)
+
+
+def split(requests: list[Request]) -> tuple[list[Request], list[Request]]:
+    """(checkpoint/stop requests, steering requests), each oldest first."""
+    return [r for r in requests if not is_steering(r)], [r for r in requests if is_steering(r)]
+
+
+def alone(requests: list[Request], propose: Callable[[list[Request]], Steering | None]) -> Agreed:
+    """One rank: what an agreement would give, without one."""
+    rest, steered = split(requests)
+    return Agreed(rest, propose(steered) if steered else None, steered)
 
 
 class Agreement:
@@ -51,13 +77,15 @@ class Agreement:
         self.reporter: Any = None  # every rank: the channel's sending end
         self.rank_watch: Any = None  # rank 0: its receiving end
 
-    def agree(self, step: int, epoch: int) -> list[Request]:
-        """All ranks: agree on pending requests and NaNs; the requests to apply.
+    def agree(self, step: int, epoch: int, propose: Callable[[list[Request]], Steering | None]) -> Agreed:
+        """All ranks: agree on pending requests, steering and NaNs; what to apply.
 
         One allreduce (max) of a few int64s, the same size at any number of ranks: one 0/1 slot per
-        request kind (control.KINDS), the first NaN/inf any rank saw (negated, so max picks the
-        smallest key: the earliest step, then the lowest rank), and rank 0's stride to the next
-        agreement. A NaN/inf raises NonFiniteLoss here, on every rank."""
+        request kind (control.KINDS), rank 0's new steering if its requests changed it (`propose` turns
+        them into the new state; steering.encode: other ranks put the neutral value max never picks), the
+        first NaN/inf any rank saw (negated, so max picks the smallest key: the earliest step, then the
+        lowest rank), and rank 0's stride to the next agreement. A NaN/inf raises NonFiniteLoss here, on
+        every rank."""
         last_step, when = self._last
         now = time.perf_counter()
         self._last = (step, now)
@@ -65,14 +93,16 @@ class Agreement:
         if self.dist.is_global_zero:  # the next one SYNC_SECONDS on at rank 0's pace, the same step on every rank
             pace = (now - when) / max(1, step - last_step)
             stride = max(1, min(self.max_steps, int(SYNC_SECONDS / max(pace, 1e-6))))
-        own = self.control.take()
-        slots = torch.tensor([*request_flags(own), -self._nonfinite, stride], dtype=torch.int64)
+        own, steered = split(self.control.take())  # steering requests reach rank 0 alone (the control socket)
+        proposed = steering.encode(propose(steered) if steered else None)
+        slots = torch.tensor([*request_flags(own), *proposed, -self._nonfinite, stride], dtype=torch.int64)
         agreed = self.dist.allreduce(slots, "max").tolist()
         self.figures["collective_wait"] = time.perf_counter() - now  # how long this rank waited for the others
         if -agreed[-2] != NO_NONFINITE:  # every rank stops here, naming the first NaN/inf any rank saw
             raise NonFiniteLoss(self._nonfinite_message(-agreed[-2], epoch), everywhere=True)
         self.next_step = step + agreed[-1]
-        return agreed_requests(agreed[: len(KINDS)], own)
+        kinds = len(KINDS)
+        return Agreed(agreed_requests(agreed[:kinds], own), steering.decode(agreed[kinds : kinds + steering.SLOTS]), steered)
 
     def check_finite(self, losses: torch.Tensor, epoch: int, epoch_step: int) -> None:
         """The first NaN/inf among the latest `losses` (ending at `epoch_step`) ends the run: at once with one

@@ -3,7 +3,14 @@
     scorch-ctl RUN_DIR status                      JSON: run.json facts and the live state
     scorch-ctl RUN_DIR checkpoint [--wait]         save checkpoints/last.pt now; training goes on
     scorch-ctl RUN_DIR stop [--after-epoch] [--wait]
+    scorch-ctl RUN_DIR pause | resume [--wait]      hold training at a step boundary, or go on
+    scorch-ctl RUN_DIR lr x0.5 | lr x2 | lr 1e-4 | lr reset [--wait]
+    scorch-ctl RUN_DIR patience 5 | patience off [--wait]
+    scorch-ctl RUN_DIR checkpoint-every 10m | off [--wait]
     scorch-ctl keygen DIR                          CURVE keys for --bind beyond 127.0.0.1
+
+Steering (pause ... checkpoint-every) is applied by every rank at the same step, kept in checkpoints, and
+shown in the dashboard's header; scorch/steering.py says what each value means.
 
 Exit codes: 0 done (command accepted), 1 command refused, 2 bad usage or not a
 run folder, 3 the run has already ended, 4 no answer within --timeout.
@@ -21,6 +28,7 @@ import sys
 import time
 from typing import Any
 
+from scorch import steering
 from scorch.errors import ScorchError
 from scorch.run_folder import liveness
 from scorch.telemetry.client import ClientError, RunClient, read_run_info, read_token
@@ -33,18 +41,30 @@ TOKEN_ENV = "SCORCH_TOKEN"  # the token for scorch-ctl, where .token cannot be r
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scorch-ctl",
-        description="Ask a running scorch-train job for its state, a checkpoint, or a stop.",
-        epilog="Examples: scorch-ctl runs/20240101-120000-model status; scorch-ctl RUN_DIR stop --after-epoch; "
-        "scorch-ctl keygen ~/.scorch/keys",
+        description="Ask a running scorch-train job for its state, a checkpoint, or a stop; or steer it: pause and "
+        "resume, scale the learning rate, change early-stopping patience, checkpoint every N minutes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="steering (every rank applies it at the same step; checkpoints keep it, a pause excepted):\n"
+        "  pause | resume           hold training at a step boundary (heartbeats go on), or go on\n"
+        "  lr x0.5 | lr x2          scale every param group's learning rate (on top of the scheduler's)\n"
+        "  lr 1e-4 | lr reset       set the first group's rate (the others keep their ratio), or back to the schedule\n"
+        "  patience 5 | patience off early stopping after 5 epochs without improvement, or never\n"
+        "  checkpoint-every 10m     checkpoints/last.pt every 10 minutes from now on (s, m, h; a bare number is\n"
+        "                           minutes); checkpoint-every off ends it\n\n"
+        "examples: scorch-ctl runs/20240101-120000-model status; scorch-ctl RUN_DIR stop --after-epoch;\n"
+        "  scorch-ctl RUN_DIR lr x0.5 --wait; scorch-ctl keygen ~/.scorch/keys\n\n"
+        "exit codes: 0 done, 1 refused, 2 bad usage or not a run folder, 3 the run has ended, 4 no answer",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (holds run.json and .token)")
-    parser.add_argument("action", choices=("status", "checkpoint", "stop"), help="what to do")
+    parser.add_argument("action", choices=("status", "checkpoint", "stop", *steering.COMMANDS), metavar="ACTION",
+                        help="status, checkpoint, stop, " + ", ".join(steering.COMMANDS))
+    parser.add_argument("value", nargs="?", metavar="VALUE", help="lr, patience and checkpoint-every: the value (see below)")
     parser.add_argument("--after-epoch", action="store_true", help="stop: finish the current epoch first")
     parser.add_argument("--token-file", metavar="FILE",
                         help=f"file holding the control token (default: ${TOKEN_ENV}, else RUN_DIR/.token)")
     parser.add_argument("--token", help=f"the token itself: visible to every user in `ps`; prefer --token-file or ${TOKEN_ENV}")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer (default: %(default)s)")
-    parser.add_argument("--wait", action="store_true", help="checkpoint/stop: also wait until the run has applied it")
+    parser.add_argument("--wait", action="store_true", help="a command: also wait until the run has applied it (a stop: until the run has ended)")
     parser.add_argument("--wait-timeout", type=float, default=600.0,
                         help="with --wait: give up after this many seconds (default: %(default)s)")
     parser.add_argument("--curve-keys", metavar="DIR", default="",
@@ -68,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.timeout <= 0:
             raise ScorchError(f"--timeout {args.timeout}: must be more than 0 seconds", EXIT_USAGE)
+        _check_value(args)
         if args.action == "status":
             return status(args)
         return send(args)
@@ -80,6 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scorch-ctl: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_value(args: argparse.Namespace) -> None:
+    """A value where the action takes one, none elsewhere, and one the run will understand: said before any
+    connection (the run checks it again)."""
+    if args.action in steering.COMMANDS:
+        try:
+            steering.check(args.action, args.value)
+        except steering.SteerError as exc:
+            raise ScorchError(f"{exc.message} (scorch-ctl --help lists the forms)", EXIT_USAGE) from None
+    elif args.value is not None:
+        raise ScorchError(f"{args.action} takes no value (got {args.value!r})", EXIT_USAGE)
+    if args.after_epoch and args.action != "stop":
+        raise ScorchError(f"--after-epoch goes with stop only, not {args.action}", EXIT_USAGE)
 
 
 def console_main() -> None:
@@ -110,6 +145,7 @@ def status(args: argparse.Namespace) -> int:
                                                                "device", "backend", "started", "ended")}
     report["run_dir"] = os.path.abspath(args.run_dir)
     report["telemetry"] = info.get("telemetry")
+    report["steering"] = info.get("steering") or steering.Steering().to_dict()
     report["live"] = None
     code = EXIT_OK
     alive = liveness(args.run_dir, info)
@@ -176,12 +212,13 @@ def send(args: argparse.Namespace) -> int:
             client.subscribe()
             client.hello()  # the stream is connected before the command goes out
         try:
-            ack = client.command(args.action, after_epoch=args.after_epoch)
+            ack = client.command(args.action, after_epoch=args.after_epoch, value=args.value, tool="scorch-ctl")
         except ClientError as exc:
             raise ScorchError(exc.message + _dead_hint(_info(args.run_dir)), EXIT_NO_ANSWER) from None
+        what = args.action + (f" {args.value}" if args.value is not None else "")
         if ack.status != "accepted":
-            raise ScorchError(f"{args.action} refused: {ack.reason or 'no reason given'}", EXIT_REFUSED)
-        print(f"scorch-ctl: {args.action}{' after this epoch' if args.after_epoch else ''} accepted (id {ack.id})")
+            raise ScorchError(f"{what} refused: {ack.reason or 'no reason given'}", EXIT_REFUSED)
+        print(f"scorch-ctl: {what}{' after this epoch' if args.after_epoch else ''} accepted (id {ack.id})")
         if args.wait:
             return _wait_applied(client, ack.id, args)
         return EXIT_OK
@@ -209,10 +246,12 @@ def _wait_applied(client: RunClient, command_id: str, args: argparse.Namespace) 
     applied = False
     while time.monotonic() < deadline:
         event = client.recv(min(1.0, max(0.0, deadline - time.monotonic())))
-        if isinstance(event, Command) and event.id == command_id and event.status == "applied":
-            print(f"scorch-ctl: {args.action} applied ({event.reason})")
+        if isinstance(event, Command) and event.id == command_id and event.status in ("applied", "refused"):
+            print(f"scorch-ctl: {args.action} {event.status} ({event.reason})")
+            if event.status == "refused":
+                return EXIT_REFUSED
             applied = True
-            if args.action == "checkpoint":
+            if args.action != "stop":  # a stop is done when the run has ended
                 return EXIT_OK
         elif isinstance(event, RunEnded):
             print(f"scorch-ctl: run ended: {event.status}{' (' + event.reason + ')' if event.reason else ''}")

@@ -9,6 +9,11 @@ The Socket chooses with `scheduler_interval = "step"` or `"epoch"` (Lightning's
 `interval`); without it, the schedulers made to step every batch (OneCycleLR,
 CyclicLR) step every optimizer step and every other scheduler once per epoch,
 as in 2018 (neither of those two existed then).
+
+A learning-rate scale steered while the run trains (scorch/steering.py: `scorch-ctl RUN lr x0.5`) multiplies
+what the scheduler gives: the scheduler steps on the unscaled rates (divided by `lr_scale` just before its
+step, multiplied again just after), so chainable schedulers (StepLR, ReduceLROnPlateau) and closed-form ones
+(OneCycleLR, LambdaLR) alike go on with their own schedule, and the optimizer trains at schedule x scale.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class Schedule:
         self.scheduler = getattr(socket, "scheduler", None)
         self.path = path
         self.warning = ""
+        self.lr_scale = 1.0  # the steered scale on top of the schedule (scorch/steering.py)
         self.interval = "epoch"
         self.on_step = self.plateau = False
         if self.scheduler is None:
@@ -116,8 +122,15 @@ class Schedule:
         self._step(metrics.get("main", float("nan"))) if self.plateau else self._step()
 
     def _step(self, *args: Any) -> None:
+        scale = self.lr_scale
+        groups = self.scheduler.optimizer.param_groups if scale != 1.0 else ()  # type: ignore[union-attr]
+        for group in groups:  # the scheduler sees (and keeps in its state) the schedule's own rates
+            group["lr"] /= scale
         try:
             self.scheduler.step(*args)  # type: ignore[union-attr]  # only called with a scheduler
         except ValueError as exc:  # e.g. OneCycleLR: "Tried to step N times. The specified number of total steps is M"
             raise ScorchError(f"{self.path}: Socket.scheduler ({type(self.scheduler).__name__}) refused to step: {exc}; "
                               "it was sized for a shorter run than --epochs asks for") from None
+        finally:
+            for group in groups:
+                group["lr"] *= scale

@@ -2,12 +2,13 @@
 
 The parts it drives each own their state (README, "Design"):
   scorch/emitter.py    numbers the events and hands them to the sinks (callbacks: JSONL, TensorBoard, console, telemetry)
-  scorch/agreement.py  what the ranks settle together every few steps: control requests, NaNs, system figures
+  scorch/agreement.py  what the ranks settle together every few steps: control requests, steering, NaNs, system figures
+  scorch/steering.py   pause/resume, lr scale, patience, timed checkpoints: the state and the parts it steers
   scorch/saver.py      which checkpoints when, the background commit, what a failed write does
   scorch/batches.py    which samples each rank sees, collate, loaders
   scorch/watchdog.py   reads `LoopState` (beat, phase) from its own thread
-Control requests (dashboard, scorch-ctl, signals, early stopping, NaN) are applied at step boundaries,
-the same step on every rank. `build()` at the end makes a Trainer from a TrainConfig.
+Control requests (dashboard, scorch-ctl, signals, early stopping, NaN) and steering are applied at step
+boundaries, the same step on every rank; a pause holds the loop there (`_hold`). `build()` at the end makes a Trainer from a TrainConfig.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from scorch import checkpoint as ckpt
 from scorch import data, events_log, streaming, user_code
-from scorch.agreement import SYNC_MAX_STEPS, SYNC_SECONDS, SYSTEM_EVENT_INTERVAL, Agreement  # noqa: F401 (their old home)
+from scorch.agreement import SYNC_MAX_STEPS, SYNC_SECONDS, SYSTEM_EVENT_INTERVAL, Agreed, Agreement, alone  # noqa: F401 (their old home)
 from scorch.batches import EpochSampler, collate, explained, make_loader, to_device, to_host  # noqa: F401 (collate: its old home)
 from scorch.callbacks import Callback, Guarded
 from scorch.config import TrainConfig
@@ -41,6 +42,7 @@ from scorch.precision import mixed_precision
 from scorch.run_folder import RunFolder
 from scorch.saver import Names, Saver
 from scorch.schedules import RunFacts, Schedule, batches_per_epoch
+from scorch.steering import Steerer
 from scorch.telemetry.control import Control, Request
 from scorch.telemetry.protocol import Command, EpochEnd, Event, RunEnded, RunStarted, Step
 
@@ -49,6 +51,7 @@ STEP_EVENT_INTERVAL = 0.25  # seconds between `step` events: a few per second
 # trip: one a batch made validation of 1,024 samples 25x slower at 2 ranks, bench/scaling.py --collectives), and
 # a rank other than 0 never holds more than these batches.
 GATHER_BATCHES = 16
+HOLD_SECONDS = 1.0  # a paused loop looks for resume/stop this often (with several ranks: one agreement each time)
 
 
 @dataclass(slots=True)
@@ -64,6 +67,7 @@ class LoopState:
     epoch_loss: Any = None  # this epoch's summed loss, a float64 tensor on the device (no sync per step)
     metrics: dict = field(default_factory=dict)  # the last validation's, saved with the checkpoint
     sanity: str = ""  # while the sanity pass runs: what error messages add to say so
+    held: float = 0.0  # seconds the last pause held the loop, until the loop takes it out of its timings
 
 
 @dataclass(slots=True)
@@ -118,6 +122,8 @@ class Trainer:
         self.stop: Stop | None = None
         self.monitor = Monitor(config.monitor, config.mode, config.early_stop_patience, config.min_delta)
         self.stepping = self._stepping()
+        # pause, lr scale, patience, timed checkpoints (rank 0, the writer, keeps the timer)
+        self.steerer = Steerer(model.socket.optimizer, self.stepping.schedule, self.monitor, control, timed=run is not None)
         self.loaders = self._loaders(datasets)
         # For run_started, and what the user should hear at the start (choices made for them).
         self.started: dict[str, Any] = {"hosts": [os.uname().nodename], "resumed_from": None, "notices": []}
@@ -257,7 +263,7 @@ class Trainer:
             model=self.model.path, dataset=os.path.abspath(cfg.dataset), epochs=cfg.epochs, start_epoch=self.state.epoch,
             steps_per_epoch=self._steps_in_epoch(), batch_size=cfg.batch_size, world_size=self.dist.size,
             hosts=self.started["hosts"], device=str(self.device), backend=self.dist.name, pid=os.getpid(),
-            resumed_from=self.started["resumed_from"], config=cfg.to_dict())
+            resumed_from=self.started["resumed_from"], config=cfg.to_dict(), steering=self.steerer.state_dict())
 
     def train_epoch(self) -> float:
         """One pass over this rank's share of the training set; returns the mean loss."""
@@ -312,12 +318,20 @@ class Trainer:
                 window_start, next_event, data_wait = now, now + STEP_EVENT_INTERVAL, 0.0
             if schedule_step is not None:  # OneCycleLR, CyclicLR, warmups: every optimizer step (after `step` shows its rate)
                 schedule_step()
-            # Control: checkpoint/stop requests, the same step on every rank.
+            # Control: checkpoint/stop requests and steering, the same step on every rank.
             if agreement.max_steps:
-                if state.step >= agreement.next_step and self.agree(window):
-                    break
-            elif self.control.pending and self.apply_requests(self.control.take()):
+                if state.step < agreement.next_step:
+                    continue
+                stop = self.agree(window)
+            elif self.control.pending:
+                stop = self.apply_requests(self.control.take())
+            else:
+                continue
+            if stop:
                 break
+            if state.held:  # a pause held the loop: its time is neither step time nor data wait
+                window_start, step_end, next_event, state.held = (window_start + state.held, step_end + state.held,
+                                                                  next_event + state.held, 0.0)
         return self._end_epoch(window)
 
     def _optimizer_step(self, grad_norm: Any) -> Any:
@@ -352,7 +366,7 @@ class Trainer:
             module.training = True
         if state.epoch_step == 0:
             state.epoch_loss.zero_()
-        state.phase = "training"
+        state.phase, state.held = "training", 0.0
         return self._steps_in_epoch()
 
     def _check_first(self, outputs: Any, loss: Any, manual: bool) -> bool:
@@ -535,10 +549,58 @@ class Trainer:
         the device), so a NaN is named at the first bad step whichever rank had it."""
         if window and not self.agreement.nonfinite_seen():
             self.agreement.check_finite(torch.stack(window).double(), self.state.epoch, self.state.epoch_step)
-        requests = self.agreement.agree(self.state.step, self.state.epoch)
-        return bool(requests) and self.apply_requests(requests)
+        return self._apply(self.agreement.agree(self.state.step, self.state.epoch, self.steerer.propose))
 
     def apply_requests(self, requests: list[Request]) -> bool:
+        """One rank: apply the requests taken from Control; True if training must stop now."""
+        return self._apply(alone(requests, self.steerer.propose))
+
+    def _apply(self, agreed: Agreed) -> bool:
+        """Every rank, the same step: steering, then checkpoint/stop (a checkpoint keeps the new steering), then
+        a pause holds the loop here; True if training must stop now."""
+        stop = self._settle(agreed)
+        return self._hold() if self.steerer.now.paused and not stop else stop
+
+    def _settle(self, agreed: Agreed) -> bool:
+        self._steer(agreed)
+        return self._apply_control(agreed.requests)
+
+    def _hold(self) -> bool:
+        """Paused: wait at this step boundary for resume or stop without burning CPU (a sleep on Control, and with
+        several ranks one agreement every HOLD_SECONDS, so a stop or SIGTERM on any rank still ends the run);
+        the beat goes on, phase "paused", so neither the watchdog nor the dashboard takes it for a stall."""
+        state = self.state
+        phase, started = state.phase, time.perf_counter()
+        state.phase, stop = "paused", False
+        try:
+            while self.steerer.now.paused and not stop:
+                state.beat, state.phase = time.perf_counter(), "paused"  # again after a checkpoint taken while paused
+                if self.agreement.max_steps:
+                    if self.dist.is_global_zero:  # the others wait in the agreement for rank 0 (which has the socket)
+                        self.control.wait(HOLD_SECONDS)
+                    stop = self._settle(self.agreement.agree(state.step, state.epoch, self.steerer.propose))
+                elif self.control.wait(HOLD_SECONDS):
+                    stop = self._settle(alone(self.control.take(), self.steerer.propose))
+        finally:
+            state.phase, state.beat = phase, time.perf_counter()
+            state.held += state.beat - started
+        return stop
+
+    def _steer(self, agreed: Agreed) -> None:
+        """Every rank: the parts follow the new steering; rank 0 tells each steering request's outcome."""
+        if agreed.steering is not None:
+            self.steerer.apply(agreed.steering)
+            if self.run is not None:  # scorch-ctl status and the picker read it there
+                try:
+                    self.run.write_info(steering=agreed.steering.to_dict())
+                except OSError as exc:
+                    self.log(f"could not record the steering in {self.run.info_path}: {exc.strerror}")
+        where = f"at epoch {self.state.epoch + 1}, step {self.state.step}"
+        for req, (status, said) in zip(agreed.steered, self.steerer.said):
+            self.emit(Command(id=req.id, command=req.command, status=status, value=req.value or "", by=req.by,
+                              reason=f"{where}: {said}", steering=self.steerer.state_dict() if status == "applied" else {}))
+
+    def _apply_control(self, requests: list[Request]) -> bool:
         """Apply checkpoint/stop requests (every rank, same step); True if training must stop now."""
         for req in requests:
             reason = req.source
@@ -550,8 +612,9 @@ class Trainer:
                 self.stop = Stop(status, why, after_epoch=req.after_epoch or (self.stop is not None and self.stop.after_epoch))
                 if not req.after_epoch:
                     self.save([(ckpt.LAST, reason)])
-            self.emit(Command(id=req.id, command=req.command, status="applied", after_epoch=req.after_epoch,
-                              reason=f"at epoch {self.state.epoch + 1}, step {self.state.step}"))
+            if req.source != "interval":  # a timed checkpoint is told by its checkpoint_saved (reason "interval")
+                self.emit(Command(id=req.id, command=req.command, status="applied", after_epoch=req.after_epoch,
+                                  reason=f"at epoch {self.state.epoch + 1}, step {self.state.step}", by=req.by))
         return self.stop is not None and not self.stop.after_epoch
 
     def _take_window(self, window: list[torch.Tensor]) -> float:
@@ -608,10 +671,12 @@ class Trainer:
             "scaler_state": self.stepping.scaler.state_dict(),
             "world_size": self.dist.size,
             "config": self.config.to_dict(),
+            "steering": self.steerer.state_dict(),  # lr scale, patience, timed checkpoints: a resume keeps them
             "scorch_version": 1,
         }
 
-    def load_state_dict(self, saved: dict) -> None:
+    def load_state_dict(self, saved: dict, keep_patience: bool = False) -> None:
+        """`keep_patience`: --early-stop-patience given again on resume wins over a steered patience."""
         if "model_state" in saved:  # ranks other than 0 get no weights here: broadcast_state brings them
             self.network.load_state_dict(saved["model_state"])
             self.socket.optimizer.load_state_dict(saved["optimizer_state"])
@@ -627,6 +692,7 @@ class Trainer:
         if saved.get("rng"):
             _set_rng_state(saved["rng"])
         state.metrics = saved.get("metrics") or {}
+        self.steerer.load_state_dict(saved.get("steering"), keep_patience)
 
     def save(self, names: Names, background: bool = False) -> None:
         """Write this state as the checkpoints `names`, (file name, reason) pairs, atomically (rank 0 only),
@@ -647,6 +713,7 @@ class Trainer:
         """Flush and close every callback (files, sockets); safe to call twice."""
         if self.watchdog is not None:
             self.watchdog.stop()
+        self.steerer.close()  # no timed checkpoint after the end
         self.agreement.close_rank_channel()
         if not self.emitter.close(wait):
             return
@@ -876,7 +943,7 @@ def _build(config: TrainConfig, explicit: set[str] | frozenset[str], engine: Any
         share_from_rank_zero(dist, lambda: _load_weights(trainer.network, config.checkpoint))
     if state is not None:
         trainer.started["notices"] += state.pop("skipped", [])
-        trainer.load_state_dict(state)
+        trainer.load_state_dict(state, keep_patience="early_stop_patience" in explicit)
         trainer.started["resumed_from"] = resumed_path
     dist.broadcast_state(trainer.network, trainer.socket.optimizer)
     if run is not None:

@@ -89,6 +89,9 @@ class ScorchApp(App):
                                 run.action_stop)
             yield SystemCommand("Stop after this epoch", "Finish the epoch, checkpoint, then end" + why,
                                 lambda: run.send("stop", after_epoch=True))
+            yield SystemCommand("Pause / resume", "Hold training at a step boundary, or go on" + why, run.action_pause)
+            yield SystemCommand("Steer the run", "Learning rate, early-stopping patience, timed checkpoints" + why,
+                                run.action_steer)
             yield SystemCommand("Help", "The keys", run.action_help)
             yield SystemCommand("Run info", "Settings, times, hosts' CPU and RAM", run.action_info)
             if run.can_go_back:

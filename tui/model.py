@@ -31,6 +31,7 @@ from scorch_tui.sources import (
 )
 
 from scorch.monitor import better_mode  # for metric names the run does not rank itself
+from scorch.steering import Steering
 from scorch.telemetry.protocol import (
     CheckpointSaved,
     Command,
@@ -189,6 +190,7 @@ class RunModel:
         self.history_times: deque[float] = deque(maxlen=HISTORY)  # when each of those samples came
         self.silent_ranks: list[int] = []  # ranks the per-rank channel says have gone quiet (stopped, stuck, gone)
         self.stop_pending = False  # a stop after this epoch was applied: the run ends at the epoch's end
+        self.steering = Steering()  # pause, lr scale, patience, timed checkpoints: as the run last applied them
         # Events and commands.
         self.notes: deque[Note] = deque(maxlen=RECENT)
         self.start_notes: list[Note] = []  # the first START_NOTES notes (also in `notes` until pushed out)
@@ -306,6 +308,7 @@ class RunModel:
         self.epoch = self.epochs_done = max(self.epochs_done, ev.start_epoch)
         self._rate_window.clear()  # a resume: the gap since the last process is not training time
         self.stop_pending = False
+        self.steering = Steering.from_dict(ev.steering)  # what the checkpoint kept (never paused)
         resumed = f" (resumed from {_short_path(ev.resumed_from)})" if ev.resumed_from else ""
         self._note(ev.time, "log", f"run started: {self.world_size} rank{'s' if self.world_size != 1 else ''} on "
                    f"{', '.join(dict.fromkeys(self.hosts)) or '?'}, {ev.device}{resumed}")
@@ -399,14 +402,18 @@ class RunModel:
 
     def _command(self, ev: Command) -> None:
         what = ev.command + (" after this epoch" if ev.after_epoch else "")
+        what += f" {ev.value}" if ev.value else ""
         if ev.status == "applied":
             self.pending_commands.pop(ev.id, None)
             self.stop_pending = self.stop_pending or (ev.command == "stop" and ev.after_epoch)
+            if ev.steering:  # a steering command: the run's whole steering after it
+                self.steering = Steering.from_dict(ev.steering)
             self._note(ev.time, "command", f"{what} applied" + (f" {ev.reason}" if ev.reason else ""), "good")
         elif ev.status == "refused":
             self._note(ev.time, "command", f"{what} refused: {ev.reason}", "warning")
-        else:
-            self._note(ev.time, "command", f"{what} {ev.status}" + (f": {ev.reason}" if ev.reason else ""))
+        else:  # accepted: who sent it (steering is worth knowing the author of)
+            self._note(ev.time, "command", f"{what} {ev.status}" + (f" from {ev.by}" if ev.by else "")
+                       + (f": {ev.reason}" if ev.reason else ""))
 
     def _connection(self, item: ConnectionChanged) -> None:
         before = self.connection
@@ -481,8 +488,15 @@ class RunModel:
 
     @property
     def looks_live(self) -> bool:
-        """Whether figures that only mean something on a running run (samples/s, ETA) may be shown."""
-        return self.state == "running" and self.liveness() in (LIVE, FOLLOWING)
+        """Whether figures that only mean something on a running run (samples/s, ETA) may be shown: not while paused."""
+        return self.state == "running" and self.liveness() in (LIVE, FOLLOWING) and not self.paused
+
+    @property
+    def paused(self) -> bool:
+        """Held by a pause: the heartbeat says so (live), or the last steering applied did (a log being followed)."""
+        if self.state != "running":
+            return False
+        return self.beat.phase == "paused" if self.beat is not None else self.steering.paused
 
     @property
     def phase(self) -> str:

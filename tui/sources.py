@@ -68,6 +68,7 @@ class CommandAck:
     reason: str = ""
     id: str = ""
     after_epoch: bool = False
+    value: str | None = None  # a steering command's (lr x0.5)
 
 
 @dataclass(frozen=True)
@@ -111,32 +112,33 @@ class Source:
     commands_off = ""  # why commands cannot be sent; "" when they can
 
     def __init__(self) -> None:
-        self._commands: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[str, bool, str | None]] = queue.SimpleQueue()
 
-    def send(self, command: str, after_epoch: bool = False) -> None:
-        """Queue `command` (checkpoint|stop); any thread. The ack arrives through `read`."""
-        self._commands.put((command, after_epoch))
+    def send(self, command: str, after_epoch: bool = False, value: str | None = None) -> None:
+        """Queue `command` (checkpoint|stop, or steering with its `value`: scorch/steering.py); any thread. The ack
+        arrives through `read`."""
+        self._commands.put((command, after_epoch, value))
 
     def read(self, timeout: float) -> list[Item]:
         """Pending acks first, then whatever arrived within `timeout` seconds."""
         items: list[Item] = []
         while True:
             try:
-                command, after_epoch = self._commands.get_nowait()
+                command, after_epoch, value = self._commands.get_nowait()
             except queue.Empty:
                 break
             if self.commands_off:
-                items.append(CommandAck(command, "refused", self.commands_off, after_epoch=after_epoch))
+                items.append(CommandAck(command, "refused", self.commands_off, after_epoch=after_epoch, value=value))
             else:
-                items.append(self._command(command, after_epoch))
+                items.append(self._command(command, after_epoch, value))
         items.extend(self._read(0.0 if items else timeout))
         return items
 
     def _read(self, timeout: float) -> list[Item]:
         raise NotImplementedError
 
-    def _command(self, command: str, after_epoch: bool) -> CommandAck:
-        return CommandAck(command, "refused", "this source takes no commands", after_epoch=after_epoch)
+    def _command(self, command: str, after_epoch: bool, value: str | None = None) -> CommandAck:
+        return CommandAck(command, "refused", "this source takes no commands", after_epoch=after_epoch, value=value)
 
     def close(self) -> None:
         """Release sockets and files; called once, by the reader thread, when it stops."""
@@ -441,17 +443,17 @@ class LiveSource(Source):
             self._lost(items, RECONNECTING, exc.message)
         return items
 
-    def _command(self, command: str, after_epoch: bool) -> CommandAck:
+    def _command(self, command: str, after_epoch: bool, value: str | None = None) -> CommandAck:
         from scorch.telemetry.client import ClientError
 
         if self._client is None:
             why = "the run has ended" if self._ended else "not connected to the run right now"
-            return CommandAck(command, "failed", why, after_epoch=after_epoch)
+            return CommandAck(command, "failed", why, after_epoch=after_epoch, value=value)
         try:
-            ack = self._client.command(command, after_epoch=after_epoch)
+            ack = self._client.command(command, after_epoch=after_epoch, value=value, tool="scorch-tui")
         except ClientError as exc:
-            return CommandAck(command, "failed", exc.message, after_epoch=after_epoch)
-        return CommandAck(command, ack.status, ack.reason, ack.id, after_epoch)
+            return CommandAck(command, "failed", exc.message, after_epoch=after_epoch, value=value)
+        return CommandAck(command, ack.status, ack.reason, ack.id, after_epoch, value)
 
     def close(self) -> None:
         self._drop_client()
@@ -483,11 +485,11 @@ class WaitingSource(Source):
     def commands_off(self) -> str:  # type: ignore[override]
         return self._inner.commands_off if self._inner is not None else "waiting for the run to start"
 
-    def send(self, command: str, after_epoch: bool = False) -> None:
+    def send(self, command: str, after_epoch: bool = False, value: str | None = None) -> None:
         if self._inner is not None:
-            self._inner.send(command, after_epoch)
+            self._inner.send(command, after_epoch, value)
         else:
-            super().send(command, after_epoch)
+            super().send(command, after_epoch, value)
 
     def started(self) -> bool:
         info = read_json(os.path.join(self.run_dir, "run.json"))

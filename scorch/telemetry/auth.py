@@ -11,6 +11,9 @@ anything else is refused, and the refusal says which.
 
     {"op": "command", "command": "stop", "id": "3f9c...", "time": 1700000000.5,
      "after_epoch": false, "token": null, "mac": "<64 hex digits>"}
+
+A steering command (scorch/steering.py) also carries ``value`` (``"x0.5"``) and ``by`` (who sends it), both
+covered by the MAC.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ WINDOW_SECONDS = 30.0  # a command signed longer ago (or ahead, a clock off) tha
 SEEN_MAX = 10_000  # ids remembered within the window; beyond it new commands are refused (only token holders get here)
 ID_BYTES = 16
 UNSIGNED = ("mac", "token")  # the fields the MAC does not cover
+OPTIONAL = ("value", "by")  # covered when given; left out when None, so checkpoint/stop sign as they always did
 
 
 def canonical(request: CommandRequest) -> bytes:
     """The bytes the MAC covers: the request as the run decodes it (so a field left out by the sender counts
     as its default on both sides), without `mac` and `token`, as canonical JSON."""
-    fields = {k: v for k, v in request.to_dict().items() if k not in UNSIGNED}
+    fields = {k: v for k, v in request.to_dict().items() if k not in UNSIGNED and not (k in OPTIONAL and v is None)}
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 

@@ -55,6 +55,18 @@ class ClientError(MessageError):
     """The run could not be reached or answered nonsense; `message` is for the user."""
 
 
+def who(tool: str = "") -> str:
+    """user@host (and the tool): the `by` of a command, as its `command` events tell it."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}" + (f" ({tool})" if tool else "")
+
+
 class RunClient:
     """A connection to one run's publisher (PUB endpoint) and control socket (ROUTER endpoint)."""
 
@@ -197,9 +209,10 @@ class RunClient:
             if not more or not page:
                 return events
 
-    def command(self, command: str, after_epoch: bool = False) -> Ack:
-        """Ask the run to `checkpoint` or `stop`; its Ack (status accepted or refused, reason, id)."""
-        request = CommandRequest(command=command, after_epoch=bool(after_epoch))
+    def command(self, command: str, after_epoch: bool = False, value: str | None = None, tool: str = "") -> Ack:
+        """Ask the run to `checkpoint`, `stop` or steer (scorch/steering.py: `value` as typed); its Ack (status
+        accepted or refused, reason, id). The request says who sends it: user@host and `tool`."""
+        request = CommandRequest(command=command, after_epoch=bool(after_epoch), value=value, by=who(tool))
         # Signed with the token (which stays here), with a fresh id and the time: see telemetry/auth.py.
         request = sign(request, self.token) if self.token is not None else dataclasses.replace(request, id=uuid.uuid4().hex[:12])
         reply = self.request(request, Ack)

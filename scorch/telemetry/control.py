@@ -1,4 +1,5 @@
-"""Control requests (checkpoint, stop) from the dashboard, scorch-ctl and signals.
+"""Control requests (checkpoint, stop, and the steering of scorch/steering.py) from the dashboard, scorch-ctl,
+signals and the timed checkpoints.
 
 Any thread (the publisher's, a signal handler) calls `request`; the training
 thread checks the plain attribute `pending` at each step boundary, which costs
@@ -10,14 +11,19 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
+
+from scorch.steering import COMMANDS as STEERING
 
 
 @dataclass(frozen=True)
 class Request:
-    command: str  # "checkpoint" | "stop"
+    command: str  # "checkpoint" | "stop" | a steering command (scorch/steering.py: pause, lr, ...)
     id: str = ""
     after_epoch: bool = False
-    source: str = "request"  # "request" (dashboard, scorch-ctl) | "signal" (preemption) | "interrupt" (Ctrl-C)
+    source: str = "request"  # "request" (dashboard, scorch-ctl) | "signal" (preemption) | "interrupt" (Ctrl-C) | "interval"
+    value: Any = None  # a steering command's value as typed ("x0.5", "off", "10m"), checked by the publisher
+    by: str = ""  # who asked (user@host and the tool), for the `command` events
 
 
 class Control:
@@ -25,11 +31,19 @@ class Control:
         self._lock = threading.Lock()
         self._queue: deque[Request] = deque()
         self.pending = False
+        self._arrived = threading.Event()  # set with `pending`: a paused loop sleeps on it (no CPU while paused)
 
-    def request(self, command: str, id: str = "", after_epoch: bool = False, source: str = "request") -> None:
+    def request(self, command: str, id: str = "", after_epoch: bool = False, source: str = "request",
+                value: Any = None, by: str = "") -> None:
         with self._lock:
-            self._queue.append(Request(command, id, after_epoch, source))
+            self._queue.append(Request(command, id, after_epoch, source, value, by))
             self.pending = True
+            self._arrived.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until a request is queued or `timeout` seconds pass; whether one is pending."""
+        self._arrived.wait(timeout)
+        return self.pending
 
     def take(self) -> list[Request]:
         """Every queued request, oldest first; clears `pending`."""
@@ -37,6 +51,7 @@ class Control:
             requests = list(self._queue)
             self._queue.clear()
             self.pending = False
+            self._arrived.clear()
         return requests
 
 
@@ -46,6 +61,11 @@ class Control:
 # fixed-size tensors, not N x N pickled lists. Every rank then applies the same kinds in this order;
 # rank 0 attaches its own requests (with their ids, for the `command` events) to the kinds they are.
 KINDS = ("checkpoint", "stop_after_epoch", "stop", "interrupt", "signal")
+
+
+def is_steering(request: Request) -> bool:
+    """Pause, lr, patience, ...: their values travel in the agreement's steering slots, not as a kind's flag."""
+    return request.command in STEERING
 
 
 def kind_of(request: Request) -> str:

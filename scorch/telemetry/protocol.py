@@ -29,8 +29,10 @@ Wire (ZeroMQ): every message is a class below with `encode`/`decode`, used by bo
       {...run_started...}, "history": [event, ...], "last_seq": N, "state":
       "running"|..., "dropped": D}``. The client applies the history, then only
       stream events with ``seq > last_seq``.
-    - `CommandRequest` ``{"op": "command", "command": "checkpoint"|"stop", "id":
-      "...", "time": T, "after_epoch": false, "mac": "..."}`` -> `Ack` ``{"op": "ack",
+    - `CommandRequest` ``{"op": "command", "command": "checkpoint"|"stop"|"pause"|"resume"|"lr"|"patience"|
+      "checkpoint-every", "id": "...", "time": T, "after_epoch": false, "value": "x0.5", "by": "ann@laptop
+      scorch-ctl", "mac": "..."}`` (``value`` for lr/patience/checkpoint-every, as typed: scorch/steering.py;
+      ``value`` and ``by`` absent when empty) -> `Ack` ``{"op": "ack",
       "id": ..., "status": "accepted"|"refused", "reason": "..."}``. Accepted and
       refused commands are logged as ``command`` events; when the trainer
       acts on one, a ``command`` event with status ``applied`` follows. ``mac``
@@ -72,7 +74,7 @@ SCHEMA_VERSION = 1
 # Largest request the control socket accepts; anything bigger is refused unread.
 MAX_REQUEST_BYTES = 64 * 1024
 
-COMMANDS = ("checkpoint", "stop")
+COMMANDS = ("checkpoint", "stop", "pause", "resume", "lr", "patience", "checkpoint-every")  # see scorch/steering.py
 HEARTBEAT = "heartbeat"  # PUB message type that is not an event (see Wire above)
 
 
@@ -122,6 +124,7 @@ class RunStarted(Event):
     pid: int = 0
     resumed_from: str | None = None
     config: dict = field(default_factory=dict)
+    steering: dict = field(default_factory=dict)  # a resumed run's steering (scorch/steering.py), kept by its checkpoint
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,9 @@ class Log(Event):
 
 @dataclass(frozen=True)
 class Command(Event):
-    """A control command changed state: accepted, applied or refused (with reason)."""
+    """A control command changed state: accepted, applied or refused (with reason). `value`: a steering
+    command's, as typed (lr x0.5); `by`: who sent it, as the sender says (user@host and the tool); `steering`: the
+    whole steering once one is applied (scorch/steering.py), so a reader needs no arithmetic to show it."""
 
     type: ClassVar[str] = "command"
     id: str = ""
@@ -216,6 +221,9 @@ class Command(Event):
     status: str = "accepted"
     reason: str = ""
     after_epoch: bool = False
+    value: str = ""
+    by: str = ""
+    steering: dict = field(default_factory=dict)  # an applied steering command: the run's steering after it
 
 
 @dataclass(frozen=True)
@@ -367,6 +375,8 @@ class CommandRequest(Message):
     after_epoch: Any = False
     time: Any = None  # Unix seconds when it was signed
     mac: Any = None  # HMAC-SHA256 (hex) of the other fields but token, keyed by the token
+    value: Any = None  # lr/patience/checkpoint-every: the value as typed (scorch/steering.py)
+    by: Any = None  # who sends it: user@host and the tool, for the `command` events
 
 
 @dataclass(frozen=True)

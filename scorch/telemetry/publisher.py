@@ -41,7 +41,7 @@ from typing import Any
 
 import zmq
 
-from scorch import events_log
+from scorch import events_log, steering
 from scorch.callbacks import Callback
 from scorch.errors import ScorchError
 from scorch.fileio import atomic_write_text
@@ -518,29 +518,37 @@ class Publisher(Threaded, Callback):
         given_id, command, after_epoch = request.id, request.command, request.after_epoch
         command_id = given_id if isinstance(given_id, str) and 0 < len(given_id) <= 64 else uuid.uuid4().hex[:12]
         name = command if isinstance(command, str) and len(command) <= 32 else _short(command)
+        by = request.by[:80] if isinstance(request.by, str) else ""
+        value = "" if request.value is None else request.value if isinstance(request.value, str) and len(request.value) <= 32 \
+            else _short(request.value)
         refused = self.verifier.check(request)  # signed with the token, fresh, never seen: see telemetry/auth.py
         if refused:
             return self._refuse(command_id, name, refused, after_epoch)
         if command not in COMMANDS:
-            return self._refuse(command_id, name, f"unknown command {name}; expected {' or '.join(COMMANDS)}", after_epoch)
+            return self._refuse(command_id, name, f"unknown command {name}; expected {', '.join(COMMANDS)}", after_epoch)
         if not isinstance(after_epoch, bool):
             return self._refuse(command_id, name, "after_epoch must be true or false", False)
+        try:  # a steering value is checked here, so that the training thread never meets a bad one
+            steering.check(command, request.value) if command in steering.COMMANDS else None
+        except steering.SteerError as exc:
+            return self._refuse(command_id, name, exc.message, after_epoch, value=value, by=by)
         if self.history.state != "running":
             return self._refuse(command_id, name, f"the run has ended ({self.history.state})", after_epoch)
         if self.control is None:
             return self._refuse(command_id, name, "this run takes no commands", after_epoch)
-        self.control.request(command, id=command_id, after_epoch=after_epoch, source="request")
-        self._log_event(Command(id=command_id, command=command, status="accepted", after_epoch=after_epoch))
+        self.control.request(command, id=command_id, after_epoch=after_epoch, source="request", value=value or None, by=by)
+        self._log_event(Command(id=command_id, command=command, status="accepted", after_epoch=after_epoch,
+                                value=value, by=by))
         return Ack(id=command_id, status="accepted")
 
-    def _refuse(self, command_id: str, command: str, reason: str, after_epoch: Any) -> Ack:
+    def _refuse(self, command_id: str, command: str, reason: str, after_epoch: Any, value: str = "", by: str = "") -> Ack:
         now = time.monotonic()
         while self._refusals and self._refusals[0] < now - 60:
             self._refusals.popleft()
         if len(self._refusals) < REFUSAL_EVENTS_PER_MINUTE:
             self._refusals.append(now)
             self._log_event(Command(id=command_id, command=command, status="refused", reason=reason,
-                                    after_epoch=after_epoch is True))
+                                    after_epoch=after_epoch is True, value=value, by=by))
         else:
             self._unlogged_refusals += 1
         return Ack(id=command_id, status="refused", reason=reason)

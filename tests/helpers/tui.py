@@ -217,9 +217,9 @@ class ScriptedSource(Source):
                 break
         return items
 
-    def _command(self, command: str, after_epoch: bool) -> CommandAck:
-        self.sent.append((command, after_epoch))
-        return CommandAck(command, self.ack_status, self.ack_reason, f"cmd{len(self.sent)}", after_epoch)
+    def _command(self, command: str, after_epoch: bool, value: str | None = None) -> CommandAck:
+        self.sent.append((command, after_epoch) if value is None else (command, after_epoch, value))
+        return CommandAck(command, self.ack_status, self.ack_reason, f"cmd{len(self.sent)}", after_epoch, value)
 
     def close(self) -> None:
         self.closed = True

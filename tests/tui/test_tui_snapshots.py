@@ -12,6 +12,8 @@ from scorch_tui.app import ScorchApp
 from scorch_tui.runs import RunEntry
 from scorch_tui.sources import ConnectionChanged, HeartbeatSeen
 
+from scorch.telemetry.protocol import Command
+
 LIVE = ConnectionChanged("live", "tcp://127.0.0.1:5556")
 
 
@@ -44,6 +46,29 @@ def test_stalled_at_80x24(snap_compare):
     app, source = live_run()
     source.feed(HeartbeatSeen(14.0, "waiting for other ranks", app.clock()))
     assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+
+
+def paused_and_steered() -> ScorchApp:
+    """Paused by a person, its lr halved, early stopping off and a checkpoint every 10 minutes."""
+    run = ScriptedRun()
+    source = ScriptedSource()
+    source.feed(LIVE, *run.through(4, 37))
+    app = ScorchApp(source, clock=run.clock)
+    steered = {"paused": True, "lr_scale": 0.5, "patience": 0, "checkpoint_every": 600.0}
+    source.feed(run.stamp(Command(id="p1", command="pause", status="applied", reason="at epoch 5, step 437: paused",
+                                  by="ann@laptop (scorch-tui)", steering=steered), dt=1.0),
+                HeartbeatSeen(0.4, "paused", app.clock()))
+    return app
+
+
+def test_paused_at_80x24(snap_compare):
+    """PAUSED in the header with the steering beside it (lr x0.5 · patience off · ckpt every 10 min), no speed, no
+    ETA, and the control bar offers resume."""
+    assert snap_compare(paused_and_steered(), terminal_size=(80, 24), run_before=settle)
+
+
+def test_paused_at_120x40(snap_compare):
+    assert snap_compare(paused_and_steered(), terminal_size=(120, 40), run_before=settle)
 
 
 def test_dead_at_80x24(snap_compare):

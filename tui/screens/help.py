@@ -12,6 +12,9 @@ HELP = """\
 [b]c[/b]        checkpoint now (training goes on)
 [b]s[/b]        stop: checkpoint, then end (asks first:
          [b]y[/b] now, [b]e[/b] after this epoch)
+[b]p[/b]        pause training at a step boundary; again: resume
+[b]t[/b]        steer: lr x0.5/x2/1e-4/reset, patience N/off,
+         checkpoint-every 10m/off (shows the effect first)
 [b]l[/b]        charts: log scale, linear, automatic (log
          where a linear axis would flatten the curve)
 [b]e[/b]        charts: smoothing (EMA 0.6, 0.9, off)

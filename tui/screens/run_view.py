@@ -11,6 +11,7 @@ from scorch_tui.model import RunModel
 from scorch_tui.screens.confirm_stop import AFTER_EPOCH, NOW, ConfirmStop
 from scorch_tui.screens.help import HelpScreen
 from scorch_tui.screens.run_info import RunInfoScreen
+from scorch_tui.screens.steer import SteerScreen
 from scorch_tui.sources import LIVE, CommandAck, Item, Source, SourceReader
 from scorch_tui.widgets.chart_grid import ChartGrid
 from scorch_tui.widgets.control_bar import ControlBar
@@ -38,6 +39,8 @@ class RunScreen(Screen):
     BINDINGS = [
         Binding("c", "checkpoint", "checkpoint"),
         Binding("s", "stop", "stop"),
+        Binding("p", "pause", "pause/resume", show=False),  # shown in the control bar, with c and s
+        Binding("t", "steer", "steer", show=False),
         Binding("question_mark", "help", "help", key_display="?"),
         Binding("i", "info", "run info", show=False),
         Binding("w", "event_times", "clock times", show=False),
@@ -138,20 +141,20 @@ class RunScreen(Screen):
         return f"not connected ({self.model.connection})"
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("checkpoint", "stop"):
+        if action in ("checkpoint", "stop", "pause", "steer"):
             return True if self.commands_possible else None  # None: shown greyed out in the footer
         if action == "back":
             return self.can_go_back
         return True
 
-    def send(self, command: str, after_epoch: bool = False) -> None:
+    def send(self, command: str, after_epoch: bool = False, value: str | None = None) -> None:
         """Send a command if it can go; otherwise say why not."""
         if not self.commands_possible:
             self.notify(f"{command}: {self.commands_reason}", severity="warning")
             return
-        self.source.send(command, after_epoch)
+        self.source.send(command, after_epoch, value)
         bar = self.query_one(ControlBar)
-        bar.sending = command + (" after epoch" if after_epoch else "")
+        bar.sending = command + (" after epoch" if after_epoch else "") + (f" {value}" if value else "")
         bar.show(self.model, self.source.commands_off)
 
     def action_checkpoint(self) -> None:
@@ -185,6 +188,22 @@ class RunScreen(Screen):
     def action_chart_zoom(self, closer: bool) -> None:
         view = self.query_one(ChartGrid).zoom(closer)
         self.notify(f"charts: the last {view.window:,} steps" if view.window else "charts: the whole run", timeout=3)
+
+    def action_pause(self) -> None:
+        """Pause, or resume a paused run: no question asked (either is undone by the same key)."""
+        self.send("resume" if self.model.paused else "pause")
+
+    def action_steer(self, initial: str = "") -> None:
+        """The steering dialog (lr, patience, timed checkpoints, pause), which shows what a command would do first."""
+        if not self.commands_possible:
+            self.send("steer")
+            return
+
+        def answered(answer: tuple[str, str | None] | None) -> None:
+            if answer is not None:
+                self.send(answer[0], value=answer[1])
+
+        self.app.push_screen(SteerScreen(self.model.steering, self.model.lr, initial), answered)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())

@@ -18,7 +18,7 @@ class ControlBar(Static):
 
     def show(self, model: RunModel, commands_off: str) -> None:
         ack = model.last_ack
-        key = (commands_off, self.sending, ack, model.state, model.connection, model.connection_detail)
+        key = (commands_off, self.sending, ack, model.state, model.connection, model.connection_detail, model.paused)
         if key == self._shown:
             return
         self._shown = key
@@ -34,17 +34,19 @@ class ControlBar(Static):
             text.append(f"… {model.connection.replace('_', ' ')}: ", style="bold yellow")
             text.append(model.connection_detail or "waiting for the run", style="yellow")
         else:
-            text.append("commands: ", style="dim")
-            text.append("c", style="bold")
-            text.append(" checkpoint  ")
-            text.append("s", style="bold")
-            text.append(" stop")
+            # The answer to the last command first: at 80 columns a long refusal must not be cut for the key list.
             if self.sending:
-                text.append(f"  │ {self.sending}: sending…", style="yellow")
+                text.append(f"{self.sending}: sending…", style="yellow")
             elif ack is not None:
-                what = ack.command + (" after epoch" if ack.after_epoch else "")
+                what = ack.command + (" after epoch" if ack.after_epoch else "") + (f" {ack.value}" if ack.value else "")
                 if ack.status == "accepted":
-                    text.append(f"  │ {what}: accepted", style="green")
+                    text.append(f"{what}: accepted", style="green")
                 else:
-                    text.append(f"  │ {what}: {ack.status}" + (f" ({ack.reason})" if ack.reason else ""), style="bold red")
+                    text.append(f"{what}: {ack.status}" + (f" ({ack.reason})" if ack.reason else ""), style="bold red")
+            text.append("  │ " if text.cell_len else "commands: ", style="dim")
+            for letter, word in (("c", "checkpoint"), ("s", "stop"), ("p", "resume" if model.paused else "pause"),
+                                 ("t", "steer")):
+                text.append(letter, style="bold")
+                text.append(f" {word}  ")
+            text.rstrip()
         self.update(text)

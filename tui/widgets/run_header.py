@@ -1,5 +1,5 @@
-"""RunHeader: connection and run state (coloured, always visible), name, ranks and hosts, how the run is reached
-(via ssh), elapsed, ETA."""
+"""RunHeader: connection and run state (coloured, always visible), steering, name, ranks and hosts, how the run is
+reached (via ssh), elapsed, ETA."""
 
 from __future__ import annotations
 
@@ -84,9 +84,12 @@ class RunHeader(Static):
         elif shown == RECONNECTING and model.state == "running" and model.last_heard() is not None:
             lead.append(f"last heard {duration(model.last_heard())} ago", style="yellow")
         else:
-            lead.append_text(state_label(model.state))
+            lead.append_text(Text(" PAUSED ", style="bold black on yellow") if model.paused else state_label(model.state))
             if model.stop_pending and model.state == "running":
                 lead.append(" · stops after this epoch", style="bold yellow")
+        steered = [word for word in model.steering.words() if word != "paused"] if model.state == "running" else []
+        if steered:  # what a person changed while it runs (scorch/steering.py): lr x0.5 · patience off · ckpt every 10 min
+            lead.append("  " + " · ".join(steered), style="yellow")
         return lead
 
     def on_resize(self) -> None:

@@ -172,20 +172,24 @@ def render_chart(lines: list[Line], width: int, height: int, x_label: str, view:
         else:
             draw(_fill_gaps(raw, start), line.color)
 
-    labels = y_labels(frame, plot_h)
+    text = _plot_text(cells, colors, y_labels(frame, plot_h))
+    text.append(_axis(frame, plot_w, x_label if not by_time else "elapsed", by_time, t0)[:width], style="dim")
+    return text
+
+
+def _plot_text(cells: list[list[int]], colors: list[list[str | None]], labels: dict[int, str]) -> Text:
+    """The plot rows: the y label (or the bare axis) then the braille cells, one append per run of one colour."""
     text = Text(no_wrap=True, overflow="crop")
-    for cy in range(plot_h):
+    for cy, (row, row_colors) in enumerate(zip(cells, colors)):
         label = labels.get(cy, "")
         text.append(label.rjust(GUTTER - 1)[: GUTTER - 1] + "┤" if label else " " * (GUTTER - 1) + "│", style="dim")
-        row, row_colors = cells[cy], colors[cy]
         run_start = 0
-        for cx in range(1, plot_w + 1):  # one append per run of one colour, not per cell
-            if cx == plot_w or row_colors[cx] != row_colors[run_start]:
+        for cx in range(1, len(row) + 1):
+            if cx == len(row) or row_colors[cx] != row_colors[run_start]:
                 text.append("".join(chr(BRAILLE + bits) if bits else " " for bits in row[run_start:cx]),
                             style=row_colors[run_start] or "")
                 run_start = cx
         text.append("\n")
-    text.append(_axis(frame, plot_w, x_label if not by_time else "elapsed", by_time, t0)[:width], style="dim")
     return text
 
 

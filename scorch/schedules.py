@@ -122,15 +122,23 @@ class Schedule:
         self._step(metrics.get("main", float("nan"))) if self.plateau else self._step()
 
     def _step(self, *args: Any) -> None:
-        scale = self.lr_scale
-        groups = self.scheduler.optimizer.param_groups if scale != 1.0 else ()  # type: ignore[union-attr]
-        for group in groups:  # the scheduler sees (and keeps in its state) the schedule's own rates
-            group["lr"] /= scale
+        if self.lr_scale != 1.0:  # steered: the one comparison an unsteered step pays
+            return self._scaled_step(*args)
         try:
             self.scheduler.step(*args)  # type: ignore[union-attr]  # only called with a scheduler
         except ValueError as exc:  # e.g. OneCycleLR: "Tried to step N times. The specified number of total steps is M"
             raise ScorchError(f"{self.path}: Socket.scheduler ({type(self.scheduler).__name__}) refused to step: {exc}; "
                               "it was sized for a shorter run than --epochs asks for") from None
+
+    def _scaled_step(self, *args: Any) -> None:
+        """The scheduler sees (and keeps in its state) the schedule's own rates; the optimizer trains at x lr_scale."""
+        scale, groups = self.lr_scale, self.scheduler.optimizer.param_groups  # type: ignore[union-attr]
+        for group in groups:
+            group["lr"] /= scale
+        self.lr_scale = 1.0
+        try:
+            self._step(*args)
         finally:
+            self.lr_scale = scale
             for group in groups:
                 group["lr"] *= scale

@@ -1,11 +1,15 @@
-"""The fault drill, many times over: does a scorch run ever lose a checkpoint, resume inexactly, hang or crash?
+"""The fault drill, many times over: does a scorch run ever lose a checkpoint, resume inexactly, share its folder
+with a second writer, load a damaged checkpoint, apply a command twice, hang or crash?
 
-    python bench/fault_drill.py             # full: 50 kill -9, 20 SIGTERM, >= 10,000 fuzzed control messages
-    python bench/fault_drill.py --quick     # a few of each (about two minutes)
+    python bench/fault_drill.py             # full: 50 kill -9, 20 SIGTERM, 20 two-writer, 50 damaged checkpoints,
+                                            # 1,000 replays, >= 10,000 fuzzed control messages
+    python bench/fault_drill.py --quick     # a few of each (minutes)
     python bench/fault_drill.py --kills 100 --preempts 40 --fuzz 50000 --seed 1
+    python bench/fault_drill.py --kills 0 --preempts 0 --fuzz 0   # only the integrity rows (0 skips a row)
 
 Every trial is a real `scorch-train` process (the two-input example, seeded, one intra-op thread)
-and every fault is real: SIGKILL, SIGTERM, and a separate process flooding the control socket.
+and every fault is real: SIGKILL, SIGTERM, two processes released into one folder together, bytes
+changed on disk, commands captured off the wire, and a separate process flooding the control socket.
 
   kill -9        One run folder that checkpoints many times a second (5-step epochs, last.pt,
                  best.pt and 2 kept epoch-K.pt of 4 MiB each). Each trial starts (or resumes)
@@ -19,6 +23,27 @@ and every fault is real: SIGKILL, SIGTERM, and a separate process flooding the c
                  at a random step, expects exit 0, run_ended "preempted" and a checkpoint with
                  reason "signal", then resumes it to the end and compares the final weights and
                  optimizer state with the reference, bit for bit.
+  two writers    Rounds of four: two fresh runs released into one new folder within microseconds (a
+                 dataset that holds both at a start line, tests/faults/start_line_dataset.py), two
+                 --resume of the finished folder released the same way, then a live run that a
+                 --resume and a fresh run into its folder try to take. The second writer must exit 2
+                 with one line naming the holder's pid; the folder must read as one writer's:
+                 events.jsonl's seq 1, 2, 3... as written, run_started, run.json and lease.json only
+                 from the winners, last.pt never going back, the live run's run.json and .token untouched.
+  damaged        One finished run (last, prev, best, two epoch-K.pt, their .sha256 digests) copied for
+                 each trial (hard links kept), 1, 2 or every checkpoint damaged in place (a bit flipped,
+                 a weight's byte changed, random bytes over a run, a 512-byte sector zeroed; mtime put
+                 back), then loaded by a real run: --resume RUN_DIR, --resume FILE or -c FILE in turn.
+                 The model file records the weights it is handed, so "loaded" is what the run really
+                 loaded: --resume RUN_DIR must take the newest intact file (its very weights), the others
+                 exit 2 naming the damaged file; every damaged file must also fail checkpoint.load.
+  replays        One live run with telemetry; `scorch-ctl checkpoint` is captured off the loopback
+                 interface by a raw-socket eavesdropper (root) and its exact bytes, ZMTP handshake and
+                 all, are sent again on new TCP connections, within the 30 s window and after it;
+                 forgeries built from it (another key, a changed body or id or time, no mac, the token
+                 in clear, signed an hour ago or ahead) go the same way. A captured `scorch-ctl stop`
+                 ends the run; its resumed successor (a new token) gets both captures replayed. The bar:
+                 no id applied twice, no accepted reply but the real commands'.
   fuzz           One live run with telemetry. Training speed (steps/s, from its own step events)
                  is measured quiet, while a flooder aims at a closed port (what the flooder's own
                  CPU takes from training on this machine), and while the flooder aims at the
@@ -28,7 +53,8 @@ and every fault is real: SIGKILL, SIGTERM, and a separate process flooding the c
 
 Hangs are trials that exceed their time limit (a process that neither progresses nor ends).
 Crashes are processes that end in a way they should not (not killed by us, non-zero exit).
-The bar: zero lost checkpoints, zero inexact resumes, zero hangs, zero crashes (exit code 0).
+The bar: zero lost checkpoints, zero inexact resumes, zero folders written by two processes, zero damaged
+checkpoints loaded, zero commands applied twice, zero hangs, zero crashes (exit code 0).
 """
 
 from __future__ import annotations
@@ -403,9 +429,10 @@ WRITER_KINDS = ("two fresh runs released together", "two resumes released togeth
                 "a fresh run into a live run's folder")
 
 
-def written_by(run_dir: str, writers: set[int]) -> str:
+def written_by(run_dir: str, writers: set[int], ended: bool = True) -> str:
     """"" if the folder reads as written by the processes `writers` only (one after another), else the evidence
-    of another writer: seq numbers used twice or skipped, a run_started, run.json, lease.json or last.pt of another."""
+    of another writer: seq numbers used twice or skipped, a run_started, run.json, lease.json or last.pt of another
+    (last.pt against the log's last save once the writer has `ended`: a live one renames it just before logging)."""
     from scorch import checkpoint as ckpt
 
     events = raw_events(run_dir)  # as written: the reader would refuse a seq out of order, hiding a second writer
@@ -424,7 +451,7 @@ def written_by(run_dir: str, writers: set[int]) -> str:
     if saved != sorted(saved):
         return f"last.pt went back: epochs {saved}"
     last = ckpt.load(os.path.join(run_dir, "checkpoints", "last.pt"))["epoch"]
-    if saved and last != saved[-1]:
+    if ended and saved and last != saved[-1]:
         return f"last.pt holds epoch {last}, the log's last save epoch {saved[-1]}"
     return ""
 
@@ -432,7 +459,9 @@ def written_by(run_dir: str, writers: set[int]) -> str:
 def refused_by_name(proc: Proc, holder: int) -> str:
     """"" if `proc` was refused as a second writer (exit 2, one line naming the holder's pid), else what it did."""
     code, err = proc.proc.returncode, proc.stderr()
-    named = (f"is in use by scorch-train pid {holder} " in err or "already holds a run" in err) and str(holder) in err
+    # in use now; or (a resume whose checkpoint another wrote before it could take the folder) changed since read
+    said = ("is in use by", "already holds a run", "changed since this process read its checkpoint")
+    named = any(words in err for words in said) and f"pid {holder} " in err
     if code == 2 and named and err.count("\n") == 1 and "Traceback" not in err:
         return ""
     return f"the second writer: exit {code}, {err.strip()[-600:] or 'nothing said'}"
@@ -461,13 +490,13 @@ def two_writer_drill(work: str, trials: int, rng: random.Random) -> Row:
     two = named = loaded = unloaded = 0
     kinds = dict.fromkeys(WRITER_KINDS, 0)
 
-    def judge(kind: str, run_dir: str, winners: set[int], loser: Proc, holder: int) -> None:
+    def judge(kind: str, run_dir: str, winners: set[int], loser: Proc, holder: int, ended: bool = True) -> None:
         nonlocal two, named, loaded, unloaded
         row.trials += 1
         kinds[kind] += 1
         refusal = refused_by_name(loser, holder)
         named += not refusal
-        shared = written_by(run_dir, winners) or ("" if loser.proc.returncode == 2 else refusal)
+        shared = written_by(run_dir, winners, ended) or ("" if loser.proc.returncode == 2 else refusal)
         two += bool(shared)
         good, bad, problem = check_folder(run_dir)
         loaded, unloaded = loaded + good, unloaded + bad
@@ -477,7 +506,7 @@ def two_writer_drill(work: str, trials: int, rng: random.Random) -> Row:
               f"{'refused naming the holder' if not refusal else 'refusal WRONG'}", flush=True)
 
     for round_ in range(trials):
-        if row.trials >= trials or row.failures:
+        if row.trials >= trials:
             break
         run_dir = os.path.join(work, f"writers-{round_}")
         procs: list[Proc] = []
@@ -527,13 +556,15 @@ def two_writer_drill(work: str, trials: int, rng: random.Random) -> Row:
                     two += 1
                 if live.proc.poll() is not None:
                     row.fail(f"{kind}: the live run ended (exit {live.proc.returncode}) while the intruder came")
-                judge(kind, live_dir, {live.proc.pid}, intruder, live.proc.pid)
+                judge(kind, live_dir, {live.proc.pid}, intruder, live.proc.pid, ended=False)
             live.proc.send_signal(signal.SIGTERM)  # the live run ends as a preempted one: its own end, recorded
             if live.wait() != 0:
                 row.crashes += 1
                 row.fail(f"the live run's SIGTERM: exit {live.proc.returncode}:\n{live.stderr()[-2000:]}")
-            if written_by(live_dir, {live.proc.pid}):
-                row.fail(f"after the live run ended: {written_by(live_dir, {live.proc.pid})}")
+            shared = written_by(live_dir, {live.proc.pid})
+            if shared:
+                two += 1
+                row.fail(f"after the live run ended: {shared}")
         except Hang:
             row.hangs += 1
             row.fail(f"trial {row.trials + 1}: a process neither progressed nor ended within {TRIAL_TIMEOUT:.0f} s")
@@ -725,7 +756,7 @@ def corruption_drill(work: str, trials: int, rng: random.Random) -> Row:
             outcome = f"resumed from {took}" if ok else "WRONG"
         else:
             named = [n for n in set(names) - intact if os.path.join(folder, n) in err]
-            ok = code == 2 and weights is None and "is damaged" in err and "Traceback" not in err and (
+            ok = code == 2 and weights is None and "is damaged" in err and "Traceback" not in err and bool(
                 named if loader == "--resume RUN_DIR" else target in err)
             refused += ok
             outcome = "refused by name" if ok else "WRONG"
@@ -1127,12 +1158,14 @@ def main() -> int:
     parser.add_argument("--replays", type=int, default=1000, help="replays of a captured command (default: %(default)s)")
     parser.add_argument("--fuzz", type=int, default=10_000, help="hostile control messages, at least (default: %(default)s)")
     parser.add_argument("--window", type=float, default=5.0, help="seconds each training speed is measured over")
-    parser.add_argument("--quick", action="store_true", help="4 kills, 3 SIGTERMs, 2,000 messages: a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help="4 kills, 3 SIGTERMs, 4 two-writer, 6 damaged, 100 replays, 2,000 messages: a smoke run")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random instants (default: random, printed)")
     parser.add_argument("--workdir", default="", help="where the run folders go (default: a temporary folder, removed)")
     args = parser.parse_args()
     if args.quick:
         args.kills, args.preempts, args.fuzz, args.window = 4, 3, 2000, 3.0
+        args.two_writers, args.corruptions, args.replays = 4, 6, 100
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     rng = random.Random(seed)
     work = args.workdir or tempfile.mkdtemp(prefix="scorch-drill-")

@@ -139,6 +139,19 @@ def resume_candidates(folder: str) -> list[str]:
     return sorted(paths, key=lambda p: (-os.stat(p).st_mtime_ns, order[p]))  # a mid-epoch last.pt is newest
 
 
+def folder_state(folder: str) -> list[tuple[str, int, int, int]]:
+    """What --resume chose among in `folder`: each candidate's name, inode, size and mtime, to tell later
+    (once the run folder is ours) whether another process wrote a checkpoint there in between."""
+    out = []
+    for path in resume_candidates(folder):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        out.append((os.path.basename(path), st.st_ino, st.st_size, st.st_mtime_ns))
+    return out
+
+
 def load_for_resume(target: str) -> tuple[str, dict, list[tuple[str, str]]]:
     """What --resume names: (path, checkpoint, skipped). A run folder's newest intact checkpoint, with the
     (path, why) of each newer one that was damaged or unreadable; a file named outright, or nothing."""

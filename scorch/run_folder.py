@@ -163,6 +163,7 @@ class RunFolder:
         self.info: dict[str, Any] = {}
         self._lock_fd = -1
         self._lease: dict[str, Any] = {}
+        self.previous_lease: dict[str, Any] = {}  # the last holder's, as found when this process took the folder
         self._stop_renewing = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -215,7 +216,7 @@ class RunFolder:
                 os.close(fd)
                 raise ScorchError(self._in_use()) from None
         self._lock_fd = fd
-        lease = read_lease(self.path)
+        lease = self.previous_lease = read_lease(self.path)
         renewed = lease.get("renewed")
         if (lease and not _same_host(lease.get("host")) and isinstance(renewed, (int, float))
                 and time.time() - renewed < LEASE_STALE_SECONDS):

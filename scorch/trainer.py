@@ -822,6 +822,7 @@ def resume_config(config: TrainConfig, explicit: set[str], engine: Any = None) -
     def read() -> tuple[str, dict]:  # the newest intact checkpoint; the damaged ones passed over are told at the start
         path, state, skipped = ckpt.load_for_resume(config.resume)
         state["skipped"] = [f"--resume skipped {where}: {why}; resumed from {path} instead" for where, why in skipped]
+        state["folder_seen"] = (os.path.dirname(path), ckpt.folder_state(os.path.dirname(path)))  # see _check_unchanged
         return path, state
 
     def without_weights(found: tuple[str, dict]) -> tuple[str, dict]:
@@ -926,7 +927,8 @@ def _build(config: TrainConfig, explicit: set[str] | frozenset[str], engine: Any
     _check_manual(config, model, dist)
 
     # Rank 0 takes the run folder (one writer: a live holder refuses it), and every rank hears a refusal.
-    run, callbacks, history = share_from_rank_zero(dist, lambda: _sinks(config, bool(resumed_path), start),
+    seen = state.pop("folder_seen", None) if state is not None else None
+    run, callbacks, history = share_from_rank_zero(dist, lambda: _sinks(config, bool(resumed_path), start, seen),
                                                    for_others=lambda _: (None, [], None))
     trainer = start.trainer = Trainer(config, model, datasets, dist, run, callbacks, Control(), device)
     for sink in callbacks:
@@ -987,7 +989,22 @@ def _resolve_mode(config: TrainConfig) -> list[str]:
             "stopping keep the smallest (--mode min, chosen from the name; pass --mode max to change)"]
 
 
-def _sinks(config: TrainConfig, reuse: bool, start: _Start) -> tuple[RunFolder, list[Callback], Any]:
+def _check_unchanged(config: TrainConfig, run: RunFolder, seen: tuple[str, list] | None) -> None:
+    """A resume read its checkpoint before it could take the run folder: if another process wrote a checkpoint
+    there in between (two resumes started together, the other one first), this one's state is stale, and
+    training it would write older epochs over newer ones. Refused, having written nothing but its lease."""
+    if seen is None or not os.path.isdir(seen[0]) or not os.path.samefile(seen[0], run.checkpoints):
+        return  # resumed from a file outside this run folder: nothing here was read
+    if ckpt.folder_state(seen[0]) != seen[1]:
+        from scorch.run_folder import describe_holder
+
+        raise ScorchError(f"--resume {config.resume}: {run.checkpoints} changed since this process read its checkpoint "
+                          f"(written meanwhile by {describe_holder(run.previous_lease)}); this process wrote nothing: "
+                          "resume again to continue from the newest checkpoint")
+
+
+def _sinks(config: TrainConfig, reuse: bool, start: _Start,
+           seen: tuple[str, list] | None = None) -> tuple[RunFolder, list[Callback], Any]:
     """Rank 0: the run folder and the callbacks that write into it (the event log first, TensorBoard) and the
     console; with telemetry, the publisher's history of what the log already holds (one read, by the writer)."""
     import sys
@@ -997,6 +1014,11 @@ def _sinks(config: TrainConfig, reuse: bool, start: _Start) -> tuple[RunFolder, 
 
     run = RunFolder(config.run_dir)
     run.create(reuse=reuse, restart=config.restart)
+    try:
+        _check_unchanged(config, run, seen)
+    except BaseException:
+        run.release()  # refused: the folder is the other process's, not this start's to end as failed
+        raise
     start.run = run
     history = None
     if config.telemetry:

@@ -169,3 +169,34 @@ def test_a_fresh_lease_from_another_host_refuses_and_a_stale_one_is_taken_over(t
     with Job(run_dir, ["--resume", str(run_dir), "--headless", "--epochs", "2"], logs=tmp_path) as third:
         assert third.wait() == 0, third.stderr()
     assert json.loads((run_dir / "lease.json").read_text())["host"] == socket.gethostname()
+
+
+@pytest.mark.slow
+def test_a_resume_whose_checkpoint_was_replaced_before_it_took_the_folder_is_refused(tmp_path):
+    # GIVEN a finished run, and a --resume of it that has read last.pt (epoch 1) and is held at the start line,
+    # just before it takes the run folder (the drill's two resumes released together, the loser a little slow)
+    run_dir = tmp_path / "run"
+    with Job(run_dir, run_args(run_dir, "--epochs", "1", size=1000), logs=tmp_path) as first:
+        assert first.wait() == 0, first.stderr()
+    go = tmp_path / "go"
+    late = Job(run_dir, ["--resume", str(run_dir), "--headless", "--epochs", "3", "--dataset", START_LINE],
+               env=child_env(SCORCH_TEST_GO=str(go)), logs=tmp_path)
+    try:
+        late.start()
+        wait_until(lambda: list(tmp_path.glob("go.ready.*")) or not late.alive(), "the late resume at the start line",
+                   timeout=300)
+        # WHEN another resume takes the folder first and trains it to the end (epoch 3), then the late one goes on
+        with Job(run_dir, ["--resume", str(run_dir), "--headless", "--epochs", "3"], logs=tmp_path) as other:
+            assert other.wait() == 0, other.stderr()
+        go.write_text("")
+        code = late.wait()
+    finally:
+        late.kill()
+    # THEN the late one is refused (exit 2, one line saying the folder changed and who wrote it), writing nothing:
+    # it does not train epochs 2 and 3 again from its stale epoch-1 state over the other's
+    err = late.stderr()
+    assert code == 2 and "changed since this process read" in err and f"pid {other.pid}" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    events = one_writer_log(run_dir)
+    assert [e["pid"] for e in of_type(events, "run_started")] == [first.pid, other.pid]
+    assert [e["epoch"] for e in of_type(events, "checkpoint_saved") if e["path"].endswith("last.pt")] == [1, 2, 3]

@@ -211,7 +211,8 @@ class Writer(Callback):
     A write that fails (a full disk) is taken back and raised as an OSError naming the log; after it the log
     takes one more line, `run_ended`, the run's last word (the run folder's .reserve is freed for it), and
     every other event raises that error again: whichever thread met the full disk first, the training
-    thread stops at its next event."""
+    thread stops at its next event. run_ended itself never raises (the run already ends, for its own
+    reason): one that does not fit is told on stderr."""
 
     def __init__(self, log_path: str, visit: Callable[[Line], None] | None = None) -> None:
         self.path = log_path

@@ -86,6 +86,36 @@ def test_the_writer_reads_an_existing_log_once_and_cuts_its_torn_tail(tmp_path, 
     assert path.read_text().count("\n") == 3 and '{"type": "st' not in path.read_text()
 
 
+def test_after_a_failed_write_the_log_takes_only_run_ended_and_every_other_event_raises_again(tmp_path, monkeypatch):
+    # GIVEN a log whose disk fills up half-way through a line (the first write of it lands 10 bytes, then ENOSPC)
+    import errno
+    import os
+
+    path = tmp_path / "events.jsonl"
+    writer = events_log.Writer(str(path))
+    writer.event(Step(step=1).stamped(1, 1.0))
+    real_write, full = os.write, [True]
+
+    def short(fd, data):
+        if full[0]:
+            return real_write(fd, data[:10])
+        return real_write(fd, data)
+
+    monkeypatch.setattr(events_log.os, "write", short)
+    # WHEN the next event does not fit THEN it raises naming the log, and the partial line is taken back
+    with pytest.raises(OSError) as raised:
+        writer.event(Step(step=2).stamped(2, 2.0))
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(path)
+    # AND any later event raises the same error (another thread met the full disk first: the loop still stops)
+    full[0] = False  # room again (the run freed its .reserve)
+    with pytest.raises(OSError):
+        writer.event(Log(message="after").stamped(3, 3.0))
+    # AND run_ended is still written, as the last line
+    writer.event(RunEnded(status="failed", reason="disk full").stamped(4, 4.0))
+    writer.event(Log(message="after the end").stamped(5, 5.0))  # the log is closed: nothing more, no error
+    assert [(e.type, e.seq) for e in events_log.read_events(str(path))] == [("step", 1), ("run_ended", 4)]
+
+
 def test_a_seq_far_ahead_is_refused_and_the_events_after_it_are_kept(tmp_path):
     path = tmp_path / "events.jsonl"
     # GIVEN a log with a line pasted in whose seq jumps far ahead of the run's numbering

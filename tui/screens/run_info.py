@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from rich.table import Table
 from rich.text import Text
 from scorch_tui.formatting import duration, size, value
 from scorch_tui.model import RunModel
@@ -18,7 +19,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-LABEL = 13  # the labels' column
+LABEL = 14  # the labels' column, gap included
 # Settings shown in the sections above; the rest of the config is listed after them, as recorded.
 SHOWN = {"model", "dataset", "dataset_path", "epochs", "batch_size", "accumulate", "amp", "seed", "workers",
          "monitor", "mode", "early_stop_patience", "min_delta", "dump_period", "keep", "run_dir", "clip_grad_norm",
@@ -32,18 +33,25 @@ def clock(seconds: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(seconds))
 
 
-def info_text(model: RunModel) -> Text:
-    """The screen's text: the run, its training settings, its hosts, then every other recorded setting."""
+def info_text(model: RunModel) -> Table:
+    """The screen's text: the run, its training settings, its hosts, then every other recorded setting.
+    Two columns, so a long value wraps under itself and the labels stay in theirs."""
     cfg = model.config
-    text = Text(no_wrap=False)
+    text = Table.grid(padding=(0, 2))
+    text.add_column(style="bold", no_wrap=True, min_width=LABEL - 2)
+    text.add_column(ratio=1, overflow="fold")  # a long path folds onto the next line, whole
 
     def row(label: str, *parts: str) -> None:
         shown = [p for p in parts if p]
         if shown:
-            text.append(f"{label:<{LABEL}}", style="bold")
-            text.append("  ".join(shown) + "\n")
+            text.add_row(label, "  ".join(shown))
 
-    text.append("the run\n", style="bold underline")
+    def section(title: str) -> None:
+        if text.row_count:
+            text.add_row("", "")
+        text.add_row(Text(title, style="bold underline"), "")
+
+    section("run")
     row("name", model.name or "(unnamed run)")
     row("folder", model.run_dir or str(cfg.get("run_dir") or ""))
     row("state", model.state.replace("_", " ") + (f" (view {model.liveness().replace('_', ' ')})" if model.connection else ""))
@@ -56,7 +64,7 @@ def info_text(model: RunModel) -> Text:
         f"pid {model.pid}" if model.pid else "")
     row("watched", f"via {model.via}" if model.via else "directly")
 
-    text.append("\ntraining\n", style="bold underline")
+    section("training")
     row("model", model.model_file or str(cfg.get("model") or ""))
     row("dataset", model.dataset_file or str(cfg.get("dataset") or ""), str(cfg.get("dataset_path") or ""))
     total = model.batch_size * max(1, model.world_size) * int(cfg.get("accumulate") or 1)
@@ -70,10 +78,10 @@ def info_text(model: RunModel) -> Text:
     row("checkpoints", f"every {cfg.get('dump_period') or 1} epoch(s)", f"keep {cfg['keep']}" if cfg.get("keep") else "")
     row("seed", str(cfg.get("seed", "")), f"workers {cfg['workers']}" if "workers" in cfg else "")
 
-    text.append("\nhosts (whole machine)\n", style="bold underline")
+    section("hosts")
     usage = model.host_usage()
-    if not usage:
-        text.append("no system figures yet\n", style="dim")
+    text.add_row("", Text("the whole machine: the run's processes and all else on it" if usage else "no system figures yet",
+                          style="dim"))
     for host in usage:
         ram = f"ram {size(host.ram)}" + (f" of {size(host.ram_total)}" if host.ram_total else "") if host.ram is not None else ""
         row(host.host, f"cpu {host.cpu:.0f}%" if host.cpu is not None else "cpu -", ram,
@@ -81,7 +89,7 @@ def info_text(model: RunModel) -> Text:
 
     rest = {k: v for k, v in sorted(cfg.items()) if k not in SHOWN}
     if rest:
-        text.append("\nall other settings\n", style="bold underline")
+        section("settings")
         for key, setting in rest.items():
             row(key, repr(setting) if isinstance(setting, str) else str(setting))
     return text

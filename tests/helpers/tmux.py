@@ -23,7 +23,11 @@ class Tmux:
         self.width, self.height = width, height
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check)
+        # The server (and so every pane) takes this environment. Under pytest the process environment holds
+        # COLUMNS=80 LINES=24 (set below Python: os.environ lacks them), and Textual obeys them over the pane's
+        # real size, so without this every dashboard in tmux was 80x24 whatever the test asked for.
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check, env=env)
 
     def start(self, command: list[str]) -> None:
         self.run("new-session", "-d", "-s", self.session, "-x", str(self.width), "-y", str(self.height),

@@ -236,8 +236,7 @@ def test_chart_keys_and_the_wide_layout_in_a_real_terminal(finished_run: Path):
     # GIVEN the dashboard on a real finished digits run (loss and accuracy: two charts) in a 120x40 terminal
     tmux = Tmux(120, 40)
     try:
-        # (under pytest the pane's environment says COLUMNS=80 LINES=24, which Textual obeys over the pane's size)
-        tmux.start(["env", "-u", "COLUMNS", "-u", "LINES", sys.executable, "-m", "scorch_tui", str(finished_run)])
+        tmux.start([sys.executable, "-m", "scorch_tui", str(finished_run)])
         screen = tmux.wait_for(lambda s: "COMPLETED" in header(s) and "epoch" in s, "the replay on screen", timeout=60)
         # THEN the two charts share the width: the second starts half way and its x axis ends at the right edge
         title = next(line for line in screen.splitlines() if "loss" in line and "━" in line)

@@ -13,14 +13,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
+from helpers.launched import MPIRUN_RANK, LaunchedJob
 from helpers.runs import EXAMPLES, example_args, read_events, scorch_env, train
 
 pytestmark = pytest.mark.slow
@@ -52,38 +51,11 @@ def job_env() -> dict:
     return env
 
 
-class Job:
-    """A launcher and its ranks in their own session, so that all of them can be ended together."""
+class Job(LaunchedJob):
+    """An mpirun job and its ranks in their own session, so that all of them can be ended together."""
 
     def __init__(self, cmd: list[str]) -> None:
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-
-    def wait(self, timeout: float = 150) -> tuple[int, str]:
-        try:
-            out, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            out, _ = self.proc.communicate()
-            pytest.fail(f"job still running after {timeout} s:\n{out[-3000:]}")
-        return self.proc.returncode, out
-
-    def rank(self, rank: int) -> psutil.Process:
-        """The scorch-train process of `rank`, found by the variable mpirun gives it."""
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if child.environ().get("OMPI_COMM_WORLD_RANK") == str(rank) and "scorch.cli" in child.cmdline():
-                    return child
-            except psutil.Error:
-                continue
-        raise AssertionError(f"no rank {rank} among the job's processes")
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        super().__init__(cmd, MPIRUN_RANK, job_env())
 
 
 def launch(cmd: list[str], timeout: float = 150) -> tuple[int, str]:

@@ -10,7 +10,6 @@ than 0 reach every rank through the fixed-size agreement.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,9 +17,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
+from helpers.launched import TORCHRUN_RANK, LaunchedJob
 from helpers.runs import EXAMPLES, example_args, read_events, scorch_env, train
 
 pytestmark = pytest.mark.slow
@@ -35,49 +34,12 @@ def torchrun(ranks: int, *args: str) -> list[str]:
             "-m", "scorch.cli", *args]
 
 
-class TorchJob:
+class TorchJob(LaunchedJob):
     """A torchrun job in its own session (so that every rank can be ended together)."""
 
     def __init__(self, cmd: list[str], cwd: str | None = None) -> None:
-        env = dict(scorch_env(), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-
-    def rank(self, rank: int) -> psutil.Process:
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if child.environ().get("RANK") == str(rank) and "scorch.cli" in child.cmdline():
-                    return child
-            except psutil.Error:
-                continue
-        raise AssertionError(f"no rank {rank} among the job's processes")
-
-    def wait(self, timeout: float = 240) -> tuple[int, str]:
-        try:
-            out, _ = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            out, _ = self.proc.communicate()
-            pytest.fail(f"job still running after {timeout} s:\n{out[-3000:]}")
-        return self.proc.returncode, out
-
-    def kill(self) -> None:
-        """The launcher and every rank (torchrun may start its workers in sessions of their own)."""
-        try:
-            ranks = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.Error:
-            ranks = []
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for rank in ranks:
-            try:
-                rank.kill()
-            except psutil.Error:
-                pass
-        if self.proc.returncode is None:
-            self.proc.communicate()
+        super().__init__(cmd, TORCHRUN_RANK, dict(scorch_env(), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"), cwd=cwd,
+                         timeout=240)
 
 
 def wait_for(what: str, check, job: TorchJob, timeout: float = 180):

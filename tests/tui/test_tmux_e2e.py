@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from helpers.launched import TORCHRUN_RANK, rank_process
 from helpers.tmux import Tmux, end_job, wait_endpoints
 from helpers.tui import ROOT, train_args
 
@@ -139,17 +139,6 @@ def test_kill_9_reads_dead_with_the_reason_and_a_fresh_open_and_the_picker_agree
         end_job(job)
 
 
-def rank_process(launcher: subprocess.Popen, rank: int) -> psutil.Process:
-    """The scorch-train process of `rank` under torchrun (it sets RANK for each worker)."""
-    for child in psutil.Process(launcher.pid).children(recursive=True):
-        try:
-            if child.environ().get("RANK") == str(rank) and "scorch.cli" in child.cmdline():
-                return child
-        except psutil.Error:
-            continue
-    raise AssertionError(f"no rank {rank} among the job's processes")
-
-
 def test_sigstop_of_rank_1_reads_stalled_and_sigcont_live_again(tmp_path: Path):
     # GIVEN a real 2-rank torchrun job (gloo), watched live
     run_dir = tmp_path / "digits-two"
@@ -166,7 +155,7 @@ def test_sigstop_of_rank_1_reads_stalled_and_sigcont_live_again(tmp_path: Path):
         tmux.wait_for(lambda s: " LIVE " in header(s) and "RUNNING" in header(s) and "2 ranks" in header(s)
                       and "samples/s" in s, "the dashboard to go live", timeout=120)
         # WHEN rank 1 is stopped with SIGSTOP
-        stopped = rank_process(job, 1)
+        stopped = rank_process(job.pid, 1, TORCHRUN_RANK)
         stopped.send_signal(signal.SIGSTOP)
         paused = time.monotonic()
         screen = tmux.wait_for(lambda s: " STALLED " in header(s), "STALLED on screen", timeout=90)

@@ -72,14 +72,22 @@ from scorch.telemetry.protocol import (
 )
 
 QUEUE_SIZE = 10_000  # events waiting for the publisher thread; beyond this they are dropped and counted
-SEND_HWM = 10_000  # messages ZeroMQ holds per subscriber before dropping for it
+# Memory a hostile client can make this process hold is bounded per connection by these. ZeroMQ queues
+# per connection, and a connection that is gone keeps what it had queued until it is read, so the
+# queues are short: a dashboard sends one request per connection and reads its reply.
+SEND_HWM = 10_000  # stream messages ZeroMQ holds per subscriber (64 bytes each: the content is shared); beyond, dropped for it
+PEER_REQUESTS = 4  # requests ZeroMQ reads ahead per connection (a client sends one); then it stops reading it
+PEER_REPLIES = 16  # replies ZeroMQ holds for a connection that does not read them; beyond, dropped for it
 REQUEST_DEADLINE_SECONDS = 10.0  # a request stamped longer ago than this is dropped unanswered: its client gave up
 POLL_SECONDS = 0.02  # how often the thread looks at the queue when no request arrives
 STEP_BUCKETS = 512  # step history kept for charts: at most ~2 events per bucket
 KEPT_MESSAGES = 1000  # most recent log/command events kept in the snapshot
 REPLAY_MAX = 5000  # events per replay reply at most
 REPLAY_MAX_BYTES = 4 * 1024 * 1024
-MAX_FRAME_BYTES = 1024 * 1024  # larger messages make ZeroMQ drop the peer unread
+MAX_FRAME_BYTES = 2 * MAX_REQUEST_BYTES  # larger messages make ZeroMQ drop the peer unread; up to it: an error reply
+WELCOME_SECONDS = 0.1  # subscriptions this close together share one welcome heartbeat (a churn of them costs one)
+TRIM_AFTER_REQUESTS = 1000  # after a burst of this many requests, and then a quiet second, give freed memory back
+TRIM_QUIET_SECONDS = 1.0
 DROP_REPORT_SECONDS = 5.0
 REFUSAL_EVENTS_PER_MINUTE = 30  # beyond this, refused commands are counted, not logged one by one
 HEARTBEAT_SECONDS = 1.0  # a heartbeat on the stream this often, and at once for each new subscriber
@@ -249,6 +257,10 @@ class History:
             self.add(line.event, line.text.decode("utf-8", "replace"))
         self.state = "running"  # an earlier process ended; this one is live
 
+    @property
+    def cached_snapshot(self) -> bytes | None:
+        return None if self._snapshot is None else self._snapshot[1]
+
     def snapshot(self, dropped: int) -> bytes:
         key = (self.last_seq, self.state, dropped)
         if self._snapshot is not None and self._snapshot[0] == key:
@@ -303,6 +315,10 @@ class Publisher(Threaded, Callback):
         self._unlogged_refusals = 0
         self._stopping = threading.Event()
         self._next_heartbeat = 0.0
+        self._last_beat = -math.inf
+        self._snapshot_frame: tuple[bytes, zmq.Frame] | None = None  # the snapshot as one ZeroMQ buffer, see _reply
+        self._requests = 0  # since the last trim (see _trim)
+        self._last_request = 0.0
         self._rest_until = 0.0  # no requests answered before this (time.monotonic()): see REQUEST_DUTY
         self._expired = 0  # requests dropped unanswered since the last report: older than REQUEST_DEADLINE_SECONDS
         self._thread: threading.Thread | None = None
@@ -316,16 +332,17 @@ class Publisher(Threaded, Callback):
             self.pub = self.context.socket(zmq.XPUB)  # a PUB that also tells us when someone subscribes
             self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
             self.router = self.context.socket(zmq.ROUTER)
-            for sock in (self.pub, self.router):
+            for sock, send_hwm, recv_hwm in ((self.pub, SEND_HWM, PEER_REQUESTS), (self.router, PEER_REPLIES,
+                                                                                   PEER_REQUESTS)):
                 sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+                sock.setsockopt(zmq.SNDHWM, send_hwm)
+                sock.setsockopt(zmq.RCVHWM, recv_hwm)
                 sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
                 if ":" in host:
                     sock.setsockopt(zmq.IPV6, 1)
                 if keys is not None:
                     sock.curve_server = True
                     sock.curve_publickey, sock.curve_secretkey = keys
-            self.router.setsockopt(zmq.RCVHWM, 1000)
             if keys is not None:
                 self._start_authenticator(curve_keys)
             self.publish_endpoint = self._bind(self.pub, host, port, bind)
@@ -396,6 +413,7 @@ class Publisher(Threaded, Callback):
                     if time.monotonic() >= self._next_heartbeat:
                         self._heartbeat()
                     self._report()
+                    self._trim()
                 except zmq.ContextTerminated:
                     return
                 except Exception:  # noqa: BLE001 - telemetry must never take the run down; keep serving
@@ -426,9 +444,10 @@ class Publisher(Threaded, Callback):
             except zmq.Again:
                 break
             subscribed = subscribed or message[:1] == b"\x01"
-        if subscribed:
-            self._drain()
-            self._heartbeat()
+            self._requests += 1  # a churn of subscribers is a burst too (see _trim)
+            self._last_request = time.monotonic()
+        if subscribed:  # at once, or with the next WELCOME_SECONDS beat if one just left: a churn costs one each
+            self._next_heartbeat = min(self._next_heartbeat, self._last_beat + WELCOME_SECONDS)
 
     def _heartbeat(self) -> None:
         """Not an event (no seq, not logged): the newest seq, so subscribers notice a lost last event."""
@@ -443,7 +462,8 @@ class Publisher(Threaded, Callback):
             self.pub.send_multipart(beat.frames(), zmq.NOBLOCK)
         except zmq.Again:
             pass
-        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        self._last_beat = time.monotonic()
+        self._next_heartbeat = self._last_beat + HEARTBEAT_SECONDS
 
     def _drain(self) -> None:
         while self._queue:
@@ -481,12 +501,36 @@ class Publisher(Threaded, Callback):
             reply = self._answer(frames[-1])
         except Exception as exc:  # noqa: BLE001 - no request may bring the publisher down
             reply = Error(reason=f"internal error: {type(exc).__name__}").encode()
+        self._requests += 1
+        self._last_request = time.monotonic()
         if not reply:
             return  # expired: dropped unanswered
         try:
-            self.router.send_multipart(frames[:-1] + [reply], zmq.NOBLOCK)
+            shared = self._shared(reply)
+            # copy=False only for the shared snapshot: pyzmq would hand other large bytes to its gc thread
+            self.router.send_multipart(frames[:-1] + [shared], zmq.NOBLOCK, copy=not isinstance(shared, zmq.Frame))
         except zmq.ZMQError:
             pass  # the peer left or is not reading: its loss
+
+    def _shared(self, reply: bytes) -> bytes | zmq.Frame:
+        """The current snapshot as one ZeroMQ buffer that every reply holding it shares: a hello storm from
+        clients that never read leaves one copy queued, not one per hello. Other replies are small."""
+        if reply is not self.history.cached_snapshot:
+            return reply
+        if self._snapshot_frame is None or self._snapshot_frame[0] is not reply:
+            self._snapshot_frame = (reply, zmq.Frame(reply, copy=True))  # owned by ZeroMQ: no pyzmq gc thread
+        return self._snapshot_frame[1]
+
+    def _trim(self) -> None:
+        """After a burst of requests or subscriptions, once it is over, give the memory that their messages used
+        back to the system. glibc keeps freed memory in its arenas, and a flood's many small messages, freed in
+        another order than allocated, leave it fragmented: without this the trainer's RSS stays at the flood's
+        peak for good. Rare (once a burst) and on this thread, never in the training loop."""
+        if self._requests < TRIM_AFTER_REQUESTS or time.monotonic() - self._last_request < TRIM_QUIET_SECONDS:
+            return
+        self._requests = 0
+        if _MALLOC_TRIM is not None:
+            _MALLOC_TRIM(0)
 
     def _answer(self, body: bytes) -> bytes:
         if len(body) > MAX_REQUEST_BYTES:
@@ -580,6 +624,19 @@ class Publisher(Threaded, Callback):
             self._emit(event)
         except Exception:  # noqa: BLE001 - a failing log sink must not stop the publisher
             pass
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None elsewhere (musl, macOS: nothing to trim the same way)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
 
 
 def _short(value: Any) -> str:

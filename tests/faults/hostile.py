@@ -1,10 +1,11 @@
 """Hostile and broken clients of a run's control socket, as small programs (ZeroMQ only, no torch).
 
-    python hostile.py flood CONTROL_ENDPOINT SECONDS SEED [RATE]
-        For SECONDS (at most RATE messages a second; 0: as fast as it can), from several connections at once: random bytes, oversized messages (over the
-        64 KiB request limit, and over ZeroMQ's 1 MiB frame limit, which drops the connection),
-        floods of `hello`, commands signed with a wrong key, with a token in clear or unsigned, random JSON; some connections
-        never read their replies. Prints {"sent": N, "kinds": {...}, "answered": M} at the end.
+    python hostile.py flood CONTROL_ENDPOINT SECONDS SEED [RATE [MESSAGES]]
+        For SECONDS or until MESSAGES are sent (at most RATE messages a second; 0: as fast as it can), from
+        several connections at once: random bytes, oversized messages (over the 64 KiB request limit, and
+        over the run's 128 KiB frame limit, which drops the connection), floods of `hello`, commands signed
+        with a wrong key, with a token in clear or unsigned, random JSON; some connections never read their
+        replies. Prints {"sent": N, "kinds": {...}, "answered": M} at the end.
 
     python hostile.py command CONTROL_ENDPOINT TOKEN COMMAND ID
         Sends one command and prints "sent", then waits for the answer (the test kills it first).
@@ -12,6 +13,13 @@
     python hostile.py replay CONTROL_ENDPOINT CAPTURED_FILE N
         Sends the exact bytes of a captured command N times, each from a new connection; prints the
         replies' statuses counted.
+
+    python hostile.py subscribers PUBLISH_ENDPOINT COUNT ROUNDS
+        Subscriber churn: COUNT subscribers that never read connect at once, stay a second, leave; ROUNDS times.
+
+    python hostile.py hellos CONTROL_ENDPOINT CONNECTIONS PER_CONNECTION
+        A hello storm: CONNECTIONS connections each send PER_CONNECTION hellos, never read the snapshots,
+        and leave after a few seconds.
 
 The bench (bench/fault_drill.py) and tests/faults use the same code, so the drill's numbers and the
 tests' assertions are about the same hostile traffic.
@@ -140,11 +148,73 @@ def replay(endpoint: str, captured: bytes, times: int) -> dict:
     return statuses
 
 
+def _many(count: int) -> zmq.Context:
+    """A context for `count` sockets: ZeroMQ's default of 1023 a context (and sockets closed but not yet
+    reaped count) is what made a churn of 500 fail with "Too many open files" in the client, not the run."""
+    context = zmq.Context()
+    context.set(zmq.MAX_SOCKETS, 2 * count + 64)
+    return context
+
+
+def subscribers(endpoint: str, count: int, rounds: int, stay: float = 1.0) -> dict:
+    """`rounds` times: `count` subscribers that never read connect, stay `stay` seconds, and leave."""
+    context, opened = _many(count), 0
+    try:
+        for _ in range(rounds):
+            socks = []
+            try:
+                for _ in range(count):
+                    sock = context.socket(zmq.SUB)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.setsockopt(zmq.RCVHWM, 10)
+                    sock.setsockopt(zmq.SUBSCRIBE, b"")
+                    sock.connect(endpoint)
+                    socks.append(sock)
+                    opened += 1
+                time.sleep(stay)
+            finally:  # closed even on an error, or term() would wait for them for ever
+                for sock in socks:
+                    sock.close()
+    finally:
+        context.term()
+    return {"opened": opened}
+
+
+def hellos(endpoint: str, connections: int, per_connection: int, stay: float = 5.0) -> dict:
+    """A hello storm from `connections` connections that never read the snapshots they asked for."""
+    context, socks, sent = _many(connections), [], 0
+    try:
+        for _ in range(connections):
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, 10)
+            sock.connect(endpoint)
+            socks.append(sock)
+        for sock in socks:
+            for _ in range(per_connection):
+                try:
+                    sock.send(b'{"op": "hello"}', zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                sent += 1
+        time.sleep(stay)
+    finally:
+        for sock in socks:
+            sock.close()
+        context.term()
+    return {"sent": sent}
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "replay":
+    if sys.argv[1] == "subscribers":
+        print(json.dumps(subscribers(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))), flush=True)
+    elif sys.argv[1] == "hellos":
+        print(json.dumps(hellos(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))), flush=True)
+    elif sys.argv[1] == "replay":
         print(json.dumps(replay(sys.argv[2], open(sys.argv[3], "rb").read(), int(sys.argv[4]))), flush=True)
     elif sys.argv[1] == "flood":
         rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0
-        print(json.dumps(flood(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), rate)), flush=True)
+        most = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+        print(json.dumps(flood(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), rate, most)), flush=True)
     else:
         send_command(*sys.argv[2:6])

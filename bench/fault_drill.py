@@ -50,6 +50,11 @@ changed on disk, commands captured off the wire, and a separate process flooding
                  run's control socket: random bytes, 100 KiB and 2 MiB messages, floods of hello,
                  wrong and missing tokens, random JSON, from 6 connections, half never reading.
                  After it a valid hello must be answered and `scorch-ctl stop` obeyed.
+  flood memory   One live run, three floods in turn: 50,000 hostile messages as fast as one client
+                 sends them, 500 subscribers that never read joining and leaving 4 times, a hello
+                 storm (200 connections x 50 hellos, never read). The trainer's RSS before each,
+                 its peak during it, and after: it must come back within 10 MiB (waited for, up to
+                 5 minutes, since the backlog is answered at a tenth of a thread's time).
 
 Hangs are trials that exceed their time limit (a process that neither progresses nor ends).
 Crashes are processes that end in a way they should not (not killed by us, non-zero exit).
@@ -1057,18 +1062,31 @@ def flood(target: str, seconds: float, seed: int, minimum: int = 0) -> dict:
         seed += 1
 
 
+def live_run(work: str, name: str) -> Proc:
+    """A long run with telemetry, in WORK/NAME, for a client (or a flooder) to talk to."""
+    run_dir = os.path.join(work, name)
+    return Proc(run_dir, train_args(run_dir, "--epochs", "100000", size=40_000, telemetry=True))
+
+
+def training(proc: Proc, row: Row) -> bool:
+    """Wait for the live run's first step; False (a crash, in `row`) if it ended before training."""
+    if proc.wait_for(proc.has(lambda e: e["type"] == "step")):
+        return True
+    row.crashes += 1
+    row.fail(f"the live run ended before training:\n{proc.stderr()[-2000:]}")
+    return False
+
+
 def fuzz_drill(work: str, messages: int, window: float, seed: int) -> Row:
     import psutil
 
     from scorch.telemetry.client import ClientError, RunClient
 
     row = Row("fuzzed control messages")
-    run_dir = os.path.join(work, "fuzz")
-    proc = Proc(run_dir, train_args(run_dir, "--epochs", "100000", size=40_000, telemetry=True))
+    proc = live_run(work, "fuzz")
+    run_dir = proc.run_dir
     try:
-        if not proc.wait_for(proc.has(lambda e: e["type"] == "step")):
-            row.crashes += 1
-            row.fail(f"the live run ended before training:\n{proc.stderr()[-2000:]}")
+        if not training(proc, row):
             return row
         info = json.load(open(os.path.join(run_dir, "run.json")))
         control = info["telemetry"]["control"]
@@ -1136,6 +1154,75 @@ def fuzz_drill(work: str, messages: int, window: float, seed: int) -> Row:
     return row
 
 
+# -- flood memory -----------------------------------------------------------------------------------
+
+FLOODS = (("50,000 hostile messages", ["flood", "{control}", "600", "{seed}", "0", "50000"]),
+          ("500 subscribers churning x4", ["subscribers", "{publish}", "500", "4"]),
+          ("hello storm 200x50", ["hellos", "{control}", "200", "50"]))
+FLOOD_SLACK_MIB = 10.0  # the bar: RSS back within this of its level before each flood
+FLOOD_SETTLE_SECONDS = 300.0  # how long the backlog may take to be answered (a tenth of a thread's time)
+
+
+def _peak(rss: Any, done: Any, peak: list[float]) -> None:
+    """Until `done` is set: the highest `rss()` in peak[0]."""
+    while not done.wait(0.2):
+        peak[0] = max(peak[0], rss())
+
+
+def flood_drill(work: str, seed: int) -> Row:
+    """One live run, three floods one after another (tests/faults/hostile.py, as in test_flood_memory.py);
+    the trainer's RSS before each, its peak while the flood lasts, and once it has come back (or not)."""
+    import threading
+
+    import psutil
+
+    row = Row("flood memory (RSS MiB)")
+    proc = live_run(work, "flood")
+    run_dir = proc.run_dir
+    try:
+        if not training(proc, row):
+            return row
+        telemetry = json.load(open(os.path.join(run_dir, "run.json")))["telemetry"]
+        rss = lambda: psutil.Process(proc.proc.pid).memory_info().rss / 2**20  # noqa: E731
+        time.sleep(3.0)
+        for name, args in FLOODS:
+            before, peak, done = rss(), [0.0], threading.Event()
+            sampler = threading.Thread(target=_peak, args=(rss, done, peak), daemon=True)
+            sampler.start()
+            out = subprocess.run([sys.executable, HOSTILE, *[a.format(seed=seed, **telemetry) for a in args]],
+                                 env=env(), capture_output=True, text=True, timeout=900)
+            done.set()
+            sampler.join()
+            if out.returncode != 0:
+                row.fail(f"{name}: the flooder failed: {out.stderr[-1000:]}")
+                continue
+            row.trials += 1
+            deadline, after = time.monotonic() + FLOOD_SETTLE_SECONDS, rss()
+            started = time.monotonic()
+            while after > before + FLOOD_SLACK_MIB and time.monotonic() < deadline and proc.proc.poll() is None:
+                time.sleep(1.0)
+                after = rss()
+            row.notes.append(f"{name}: {before:.0f} before, {max(peak[0], after):.0f} peak during, {after:.0f} after "
+                             f"({after - before:+.1f}, back in {time.monotonic() - started:.0f} s)")
+            if after > before + FLOOD_SLACK_MIB:
+                row.fail(f"{name}: RSS {before:.0f} -> {after:.0f} MiB, not back within {FLOOD_SLACK_MIB:g} MiB "
+                         f"after {FLOOD_SETTLE_SECONDS:.0f} s")
+        stop = subprocess.run([sys.executable, "-m", "scorch.ctl", run_dir, "stop", "--timeout", "30"], env=env(),
+                              capture_output=True, text=True, timeout=120)
+        if stop.returncode != 0:
+            row.fail(f"scorch-ctl stop after the floods: exit {stop.returncode}: {stop.stderr.strip()}")
+        code = proc.wait()
+        if code != 0:
+            row.crashes += 1
+            row.fail(f"the run ended with exit {code} after the floods:\n{proc.stderr()[-2000:]}")
+    except Hang:
+        row.hangs += 1
+        row.fail("the flooded run did not start or did not stop")
+    finally:
+        proc.kill()
+    return row
+
+
 # -- the table ------------------------------------------------------------------------------------
 
 def table(rows: list[Row]) -> str:
@@ -1157,6 +1244,7 @@ def main() -> int:
     parser.add_argument("--corruptions", type=int, default=50, help="damaged-checkpoint trials (default: %(default)s)")
     parser.add_argument("--replays", type=int, default=1000, help="replays of a captured command (default: %(default)s)")
     parser.add_argument("--fuzz", type=int, default=10_000, help="hostile control messages, at least (default: %(default)s)")
+    parser.add_argument("--no-flood", dest="flood", action="store_false", help="skip the flood memory row")
     parser.add_argument("--window", type=float, default=5.0, help="seconds each training speed is measured over")
     parser.add_argument("--quick", action="store_true",
                         help="4 kills, 3 SIGTERMs, 4 two-writer, 6 damaged, 100 replays, 2,000 messages: a smoke run")
@@ -1187,6 +1275,8 @@ def main() -> int:
             rows.append(replay_drill(work, args.replays, rng))
         if args.fuzz:
             rows.append(fuzz_drill(work, args.fuzz, args.window, seed))
+        if args.flood:
+            rows.append(flood_drill(work, seed))
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

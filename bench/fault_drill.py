@@ -1185,6 +1185,7 @@ def flood_drill(work: str, seed: int) -> Row:
         telemetry = json.load(open(os.path.join(run_dir, "run.json")))["telemetry"]
         rss = lambda: psutil.Process(proc.proc.pid).memory_info().rss / 2**20  # noqa: E731
         time.sleep(3.0)
+        not_back = 0
         for name, args in FLOODS:
             before, peak, done = rss(), [0.0], threading.Event()
             sampler = threading.Thread(target=_peak, args=(rss, done, peak), daemon=True)
@@ -1205,8 +1206,10 @@ def flood_drill(work: str, seed: int) -> Row:
             row.notes.append(f"{name}: {before:.0f} before, {max(peak[0], after):.0f} peak during, {after:.0f} after "
                              f"({after - before:+.1f}, back in {time.monotonic() - started:.0f} s)")
             if after > before + FLOOD_SLACK_MIB:
+                not_back += 1
                 row.fail(f"{name}: RSS {before:.0f} -> {after:.0f} MiB, not back within {FLOOD_SLACK_MIB:g} MiB "
                          f"after {FLOOD_SETTLE_SECONDS:.0f} s")
+        row.bar = f"{not_back} floods not back within {FLOOD_SLACK_MIB:g} MiB"
         stop = subprocess.run([sys.executable, "-m", "scorch.ctl", run_dir, "stop", "--timeout", "30"], env=env(),
                               capture_output=True, text=True, timeout=120)
         if stop.returncode != 0:

@@ -1030,6 +1030,8 @@ def replay_drill(work: str, replays: int, rng: random.Random) -> Row:
         row.fail("the live run did not start or end in time")
     except RuntimeError as exc:
         row.fail(str(exc))
+    except PermissionError:
+        row.fail("the eavesdropper needs root (a raw AF_PACKET socket on the loopback interface): run the drill as root")
     finally:
         proc.kill()
     return row

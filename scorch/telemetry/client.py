@@ -49,6 +49,8 @@ from scorch.telemetry.protocol import (
 __all__ = ["ClientError", "RunClient", "Snapshot", "read_run_info", "read_token"]
 
 REPLAY_PAGE = 2000  # events per replay request; the publisher caps it too
+FILL_TRIES = 4  # replays asked for one hole before it is counted in `gaps`
+FILL_RETRY_SECONDS = 0.05  # the wait before the next, growing: the writer finishes a line in microseconds
 
 
 class ClientError(MessageError):
@@ -273,12 +275,24 @@ class RunClient:
         return event
 
     def _fill(self, after_seq: int, upto_seq: int) -> None:
-        try:
-            missing = self.replay_all(after_seq, upto_seq)
-        except ClientError:
-            self.gaps += 1
-            return
-        self._pending.extend(e for e in missing if after_seq < e.seq <= upto_seq)
+        """Queue the logged events after_seq < seq <= upto_seq. A replay can stop short of upto_seq with no error:
+        the run's reader stops at a line the writer has not finished (the stream is ahead of the file by a
+        write), so a short answer is asked again from where it stopped, a few times, before the hole is
+        counted in `gaps`; events after a hole are still given, in order."""
+        cursor = after_seq
+        for attempt in range(FILL_TRIES):
+            try:
+                found = self.replay_all(cursor, upto_seq)
+            except ClientError:
+                break
+            for event in found:
+                if cursor < event.seq <= upto_seq:
+                    self._pending.append(event)
+                    cursor = event.seq
+            if cursor >= upto_seq:
+                return
+            time.sleep(FILL_RETRY_SECONDS * (attempt + 1))
+        self.gaps += 1
 
     def close(self) -> None:
         """Close every socket (linger 0); safe to call twice."""

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ask a running scorch-train job for its state, a checkpoint, or a stop; or steer it: pause and "
         "resume, scale the learning rate, change early-stopping patience, checkpoint every N minutes.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="steering (every rank applies it at the same step; checkpoints keep it, a pause excepted):\n"
+        epilog="steering (every rank applies it at the same step; checkpoints keep it, a pause too):\n"
         "  pause | resume           hold training at a step boundary (heartbeats go on), or go on\n"
         "  lr x0.5 | lr x2          scale every param group's learning rate (on top of the scheduler's)\n"
         "  lr 1e-4 | lr reset       set the first group's rate (the others keep their ratio), or back to the schedule\n"

@@ -15,7 +15,7 @@ The words are the same everywhere (scorch-ctl, the dashboard's keys, the `comman
                                     save checkpoints/last.pt every N minutes (a bare number is minutes) from now on
 
 `Steering` is what a run holds: the same on every rank (each change is agreed at one step, scorch/agreement.py),
-saved in checkpoints (a resume keeps it; a pause is not kept: a resumed or requeued job trains), told in
+saved in checkpoints (a resume keeps it, a pause too: Trainer.fit holds before the first step), told in
 run.json and in the dashboard's header.
 """
 
@@ -243,9 +243,9 @@ class Steerer:
         return self.now.to_dict()
 
     def load_state_dict(self, saved: Any, keep_patience: bool = False) -> None:
-        """A checkpoint's steering, but never paused (a resumed or requeued job trains); `keep_patience`: the
-        resume names --early-stop-patience itself, which wins over a steered one."""
-        new = replace(Steering.from_dict(saved), paused=False)
+        """A checkpoint's steering, a pause included (the run resumes paused: Trainer.fit holds before its first
+        step); `keep_patience`: the resume names --early-stop-patience itself, which wins over a steered one."""
+        new = Steering.from_dict(saved)
         self.apply(replace(new, patience=None) if keep_patience else new, loaded=True)
 
     def close(self) -> None:

@@ -204,6 +204,12 @@ class Trainer:
                 self.log(self.schedule.warning)
             self.schedule.check_length(cfg.epochs, self._steps_in_epoch() // cfg.accumulate)
             self.sanity_check()
+            if self.steerer.now.paused:  # its checkpoint was taken paused: a resume keeps the pause, every rank holds here
+                if self.dist.is_global_zero:
+                    where = self.run.path if self.run else "RUN_DIR"
+                    self.log(f"resumed paused, as the run was when its checkpoint was taken: `scorch-ctl {where} resume` "
+                             "(or p in scorch-tui) goes on", level="warning")
+                self._hold()
             while state.epoch < cfg.epochs and self.stop is None:
                 epoch_start = time.time()
                 # Train one epoch; stops requested mid-epoch end it early.

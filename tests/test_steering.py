@@ -150,7 +150,7 @@ def test_patience_steers_the_monitor_and_none_gives_back_the_flag():
     steerer.apply(Steering(patience=0))
     assert monitor.patience == 0
     steerer.load_state_dict(Steering(patience=7, paused=True).to_dict())
-    assert monitor.patience == 7 and not steerer.now.paused  # a resume never starts paused
+    assert monitor.patience == 7 and steerer.now.paused  # a resume keeps the pause (Trainer.fit holds first)
     steerer.load_state_dict(Steering(patience=7).to_dict(), keep_patience=True)  # --early-stop-patience given again
     assert monitor.patience == 3
 

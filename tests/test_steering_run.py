@@ -1,6 +1,6 @@
 """Steering a real one-process run with scorch-ctl: timed checkpoints from now on, a pause that holds the loop
 (heartbeat phase "paused", no steps, no timed checkpoints, and a --stall-timeout watchdog that does not fire),
-and SIGTERM while paused, which still preempts the run cleanly."""
+and SIGTERM while paused, which still preempts the run cleanly; its resume starts paused, as it was."""
 
 from __future__ import annotations
 
@@ -54,6 +54,23 @@ def test_timed_checkpoints_a_pause_that_holds_and_sigterm_while_paused(tmp_path)
         assert job.returncode == 0, out[-2000:]
         ended = of(run_dir, "run_ended")[-1]
         assert ended["status"] == "preempted" and of(run_dir, "checkpoint_saved")[-1]["reason"] == "signal"
+        client.close()
+        client = None
+        # WHEN the preempted run is resumed (a requeued job): it starts paused, as it was, and says how to go on
+        steps = len(of(run_dir, "step"))
+        job = subprocess.Popen(scorch_cmd("--resume", str(run_dir), "--headless"), env=scorch_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_until(lambda: any("resumed paused" in e["message"] for e in of(run_dir, "log")), "the resumed-paused note",
+                   timeout=120)
+        assert of(run_dir, "run_started")[-1]["steering"]["paused"] is True
+        time.sleep(3.0)  # a window for steps that must not come
+        assert job.poll() is None and len(of(run_dir, "step")) == steps
+        # THEN resume goes on training
+        steer(run_dir, "resume")
+        wait_until(lambda: len(of(run_dir, "step")) > steps, "steps after resume", timeout=60)
+        steer(run_dir, "stop")
+        out, _ = job.communicate(timeout=60)
+        assert job.returncode == 0, out[-2000:]
     finally:
         if client is not None:
             client.close()

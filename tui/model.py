@@ -308,7 +308,7 @@ class RunModel:
         self.epoch = self.epochs_done = max(self.epochs_done, ev.start_epoch)
         self._rate_window.clear()  # a resume: the gap since the last process is not training time
         self.stop_pending = False
-        self.steering = Steering.from_dict(ev.steering)  # what the checkpoint kept (never paused)
+        self.steering = Steering.from_dict(ev.steering)  # what the checkpoint kept (a pause too)
         resumed = f" (resumed from {_short_path(ev.resumed_from)})" if ev.resumed_from else ""
         self._note(ev.time, "log", f"run started: {self.world_size} rank{'s' if self.world_size != 1 else ''} on "
                    f"{', '.join(dict.fromkeys(self.hosts)) or '?'}, {ev.device}{resumed}")

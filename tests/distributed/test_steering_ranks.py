@@ -1,6 +1,6 @@
 """Steering a real 2-rank torchrun job with scorch-ctl: an lr scale and a pause are applied by both ranks at the
 same step (each rank's Socket records the rate it trains at, batch by batch; the per-rank channel reports both
-ranks paused at one step), the paused ranks burn no CPU, and after kill -9 and --resume the scale still holds."""
+ranks paused at one step), the paused ranks burn no CPU, and after kill -9 and --resume the scale and the pause still hold."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def kill(job: subprocess.Popen) -> None:
     job.communicate()
 
 
-def test_lr_scale_and_pause_apply_at_one_step_on_two_ranks_and_the_scale_survives_kill_and_resume(tmp_path):
+def test_lr_scale_and_pause_apply_at_one_step_on_two_ranks_and_survive_kill_and_resume(tmp_path):
     folder = tmp_path / "records"
     folder.mkdir()
     model = tmp_path / "model.py"
@@ -129,14 +129,21 @@ def test_lr_scale_and_pause_apply_at_one_step_on_two_ranks_and_the_scale_survive
         kill(job)
         # WHEN it is resumed under torchrun
         job = torchrun("--resume", str(run_dir), "--headless", "--no-tensorboard")
+        # THEN it starts paused, as its checkpoint was: both ranks hold before their first step, and it says so
+        wait_until(lambda: any(e["type"] == "log" and "resumed paused" in e["message"] for e in read_events(run_dir)),
+                   "the resumed-paused note", timeout=180)
+        started = [e for e in read_events(run_dir) if e["type"] == "run_started"][-1]
+        assert started["steering"]["lr_scale"] == 0.5 and started["steering"]["paused"] is True
+        time.sleep(3.0)  # a window for steps that must not come
+        assert [sum(len(r) for r in records(folder, rank)[1:]) for rank in (0, 1)] == [0, 0]
+        # WHEN it is resumed from the pause
+        steer(run_dir, "resume")
         wait_until(lambda: len(records(folder, 0)) == 2 and len(records(folder, 0)[1]) > 5
                    and len(records(folder, 1)) == 2 and len(records(folder, 1)[1]) > 5, "the resumed job's steps", timeout=180)
-        # THEN both ranks train at the scaled rate, not paused, and the run says its steering
+        # THEN both ranks train at the scaled rate
         for rank in (0, 1):
             rates = [lr for lr, _ in records(folder, rank)[1]]
             assert rates == [pytest.approx(0.025)] * len(rates), rank
-        started = [e for e in read_events(run_dir) if e["type"] == "run_started"][-1]
-        assert started["steering"]["lr_scale"] == 0.5 and started["steering"]["paused"] is False
         steer(run_dir, "stop")
         assert job.wait(timeout=120) == 0
     finally:

@@ -137,25 +137,32 @@ def test_a_resumed_run_shows_its_whole_history_and_is_live_again(tmp_path):
     assert ack.status == "accepted"
 
 
+def overflow_and_read(run, client):
+    """Subscribe `client`, overflow `run`'s 5-event queue with 2000 steps and an end; every event the client
+    then reads up to that end, and the end."""
+    client.subscribe()
+    client.hello()
+    time.sleep(0.2)
+    run.start()
+    run.steps(2000)
+    end = run.emit(RunEnded(status="completed"))
+    assert run.publisher.dropped > 0
+    seen = []
+    while not seen or seen[-1].seq < end.seq:
+        event = client.recv(5.0)
+        assert event is not None
+        seen.append(event)
+    return seen, end
+
+
 def test_events_the_stream_dropped_are_filled_from_the_log(tmp_path):
     # GIVEN a publisher whose queue holds only 5 events, and a subscribed client
     run = FakeRun(tmp_path / "run", queue_size=5)
     client = run.client()
     try:
-        client.subscribe()
-        client.hello()
-        time.sleep(0.2)
         # WHEN a burst of 2000 events overflows the queue
-        run.start()
-        run.steps(2000)
-        end = run.emit(RunEnded(status="completed"))
-        assert run.publisher.dropped > 0
         # THEN the client still sees every logged event in order (holes filled with replay)
-        seen = []
-        while not seen or seen[-1].seq < end.seq:
-            event = client.recv(5.0)
-            assert event is not None
-            seen.append(event)
+        seen, end = overflow_and_read(run, client)
         # AND the publisher says in the log how many it could not stream
         run.wait_published(end.seq)
         deadline = time.monotonic() + 10
@@ -183,18 +190,8 @@ def test_a_replay_cut_short_by_a_line_being_written_is_asked_again(tmp_path, mon
     run = FakeRun(tmp_path / "run", queue_size=5)
     client = run.client()
     try:
-        client.subscribe()
-        client.hello()
-        time.sleep(0.2)
         # WHEN a burst overflows the queue, so the client must fill holes from the log
-        run.start()
-        run.steps(2000)
-        end = run.emit(RunEnded(status="completed"))
-        seen = []
-        while not seen or seen[-1].seq < end.seq:
-            event = client.recv(5.0)
-            assert event is not None
-            seen.append(event)
+        seen, end = overflow_and_read(run, client)
     finally:
         client.close()
         run.close()
